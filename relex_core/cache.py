@@ -1,0 +1,85 @@
+"""The on-disk Gram cache: keyed by a fingerprint of the inputs, written atomically.
+
+A second analysis of an unchanged run loads in milliseconds. The key covers every weight
+file's path, size and mtime plus the tensor list, so a changed checkpoint misses the cache.
+Files are written to a temporary name and renamed, and checked on load, so a killed pass or
+two concurrent passes never leave a cache that is trusted later.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RELEX_CACHE_DIR", Path.home() / ".cache" / "relex"))
+
+
+def fingerprint(layout) -> str:
+    """A hash of everything the Gram depends on: files (path, size, mtime) and tensors."""
+    files = []
+    for reader in (layout.base, *layout.readers):
+        for file in reader.files:
+            stat = file.stat()
+            files.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
+    description = {
+        "format": CACHE_FORMAT,
+        "steps": layout.run.steps,
+        "files": files,
+        "tensors": [[name, list(layout.base.tensors[name].shape)] for name in layout.names],
+        "tied": layout.tied,
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cache_path(cache_dir, key: str) -> Path:
+    return Path(cache_dir) / f"gram-{key}.npz"
+
+
+def save(run_gram, cache_dir) -> Path:
+    """Write the Gram atomically (temporary file in the same folder, then rename)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    header = {"format": CACHE_FORMAT, "fingerprint": run_gram.fingerprint, "names": run_gram.names,
+              "shapes": [list(shape) for shape in run_gram.shapes], "dtypes": run_gram.dtypes,
+              "tied": run_gram.tied, "notes": run_gram.notes}
+    target = cache_path(cache_dir, run_gram.fingerprint)
+    handle, temporary = tempfile.mkstemp(prefix=".gram-", suffix=".tmp", dir=cache_dir)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                     steps=run_gram.steps, gram=run_gram.gram, base_sq_norm=run_gram.base_sq_norm)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load(layout, key: str, cache_dir) -> dict | None:
+    """The cached fields for this fingerprint, or None if absent or not valid."""
+    path = cache_path(cache_dir, key)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data["header"]).decode())
+            steps, gram, base_sq_norm = data["steps"], data["gram"], data["base_sq_norm"]
+    except Exception:  # a foreign or damaged file is a cache miss, never an error
+        return None
+    n_tensors, n_checkpoints = len(layout.names), len(layout.readers)
+    valid = (header.get("format") == CACHE_FORMAT and header.get("fingerprint") == key
+             and header.get("names") == layout.names and list(steps) == layout.run.steps
+             and gram.shape == (n_tensors, n_checkpoints, n_checkpoints) and base_sq_norm.shape == (n_tensors,)
+             and np.isfinite(gram).all())
+    if not valid:
+        return None
+    return {"header": header, "steps": steps, "gram": gram, "base_sq_norm": base_sq_norm}

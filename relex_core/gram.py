@@ -1,0 +1,263 @@
+"""The one streaming pass: per tensor, G[i, j] = <θ_i − θ_0, θ_j − θ_0> over every checkpoint.
+
+Every byte of every checkpoint is read once. Tensors are cut into row chunks whose float64
+working set (all checkpoints together) stays under `chunk_mb`, so memory does not grow with
+the model or with the number of checkpoints. While one chunk is multiplied, the next one is
+read on a background thread (torch releases the GIL in both).
+
+The unit of work, `gram_block(base, readers, name, start, stop)`, is a plain function of the
+tensor name, the checkpoint files and a row range, so the pass can be spread over many
+machines by handing out (name, range) pairs and summing the blocks.
+"""
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import RelexError
+from .io.discover import Run
+from .io.names import layer_and_module, tied_lm_head
+from .io.reader import CheckpointReader
+
+
+@dataclass
+class RunGram:
+    """Everything the window maths need, from one pass over a run.
+
+    Attributes:
+        steps: (N,) training step of each checkpoint after the base.
+        names, shapes, dtypes: one entry per analysed tensor (floating tensors; a tied lm_head excluded).
+        gram: (n_tensors, N, N) float64, gram[n, i, j] = <Δ_i, Δ_j> for tensor n.
+        base_sq_norm: (n_tensors,) ‖θ_0‖² per tensor, for relative-size figures.
+        tied: {alias tensor name: source tensor name} for a tied lm_head stored twice.
+        notes: remarks worth showing the user (e.g. mixed dtypes).
+    """
+    run: Run
+    steps: np.ndarray
+    names: list
+    shapes: list
+    dtypes: list
+    gram: np.ndarray
+    base_sq_norm: np.ndarray
+    tied: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    fingerprint: str = ""
+    from_cache: bool = False
+
+    @property
+    def numels(self) -> np.ndarray:
+        return np.array([int(np.prod(shape)) if shape else 1 for shape in self.shapes], dtype=np.int64)
+
+    @property
+    def layers(self) -> list:
+        return [layer_and_module(name)[0] for name in self.names]
+
+    @property
+    def modules(self) -> list:
+        return [layer_and_module(name)[1] for name in self.names]
+
+    def index_of_steps(self, steps) -> np.ndarray:
+        """Positions of the given steps in `self.steps` (each must be a checkpoint of the run)."""
+        lookup = {int(step): position for position, step in enumerate(self.steps)}
+        try:
+            return np.array([lookup[int(step)] for step in steps], dtype=np.int64)
+        except KeyError as missing:
+            raise RelexError(f"step {missing.args[0]} is not a checkpoint of this run "
+                             f"(steps: {_step_summary(self.steps)})", path=self.run.source) from None
+
+
+def _step_summary(steps) -> str:
+    steps = list(steps)
+    return ", ".join(map(str, steps)) if len(steps) <= 6 else f"{steps[0]}, {steps[1]}, …, {steps[-1]}"
+
+
+@dataclass
+class RunLayout:
+    """Open readers for a run plus the tensors to analyse, checked for consistency."""
+    run: Run
+    base: CheckpointReader
+    readers: list
+    names: list
+    tied: dict
+    notes: list
+
+    def close(self) -> None:
+        for reader in (self.base, *self.readers):
+            reader.close()
+
+
+def open_layout(run: Run) -> RunLayout:
+    """Open every checkpoint lazily and check that they hold the same tensors and shapes."""
+    base = CheckpointReader(run.base.path)
+    readers = [CheckpointReader(checkpoint.path) for checkpoint in run.checkpoints]
+    tied_pair = tied_lm_head(base.tensors, run.config())
+    tied = {tied_pair[0]: tied_pair[1]} if tied_pair else {}
+    names = [name for name, info in base.tensors.items() if info.dtype is not None and name not in tied]
+    reference = set(base.tensors)
+    for reader in readers:
+        for name in reference - set(reader.tensors):
+            raise RelexError("tensor is missing from this checkpoint", path=reader.location, tensor=name)
+        for name in set(reader.tensors) - reference:
+            raise RelexError("tensor is not in the base checkpoint", path=reader.location, tensor=name)
+        for name in names:
+            if reader.tensors[name].shape != base.tensors[name].shape:
+                raise RelexError(f"shape {list(reader.tensors[name].shape)} differs from the base's "
+                                 f"{list(base.tensors[name].shape)}", path=reader.tensors[name].file, tensor=name)
+    notes = []
+    dtypes = {str(reader.tensors[name].dtype).removeprefix("torch.") for reader in (base, *readers)
+              for name in names}
+    if len(dtypes) > 1:
+        notes.append(f"checkpoints mix dtypes ({', '.join(sorted(dtypes))}); deltas are computed in float64")
+    return RunLayout(run, base, readers, names, tied, notes)
+
+
+def plan_chunks(layout: RunLayout, chunk_mb: float) -> list[tuple[str, int, int]]:
+    """(tensor name, first row, stop row) work items whose float64 working set fits chunk_mb."""
+    budget_elements = max(1, int(chunk_mb * 2**20) // (8 * (len(layout.readers) + 1)))
+    items = []
+    for name in layout.names:
+        info = layout.base.tensors[name]
+        rows_per_chunk = max(1, budget_elements // max(1, info.row_numel))
+        for start in range(0, info.rows, rows_per_chunk):
+            items.append((name, start, min(info.rows, start + rows_per_chunk)))
+    return items
+
+
+def read_deltas(base: CheckpointReader, readers, name: str, start: int, stop: int) -> tuple[torch.Tensor, float]:
+    """(N, chunk) float64 matrix of Δ_i = θ_i − θ_0 for rows [start, stop) of one tensor, and ‖θ_0‖² of them.
+
+    float64 keeps bf16/fp16/fp32 differences exact, so the Gram is exact up to summation.
+    """
+    base_rows = base.read(name, start, stop).reshape(-1).to(torch.float64)
+    deltas = torch.empty((len(readers), base_rows.numel()), dtype=torch.float64)
+    for row, reader in enumerate(readers):
+        deltas[row].copy_(reader.read(name, start, stop).reshape(-1))
+    deltas -= base_rows
+    return deltas, float(base_rows.square().sum())
+
+
+def gram_block(deltas: torch.Tensor, device: str = "cpu") -> np.ndarray:
+    """Δ Δᵀ for one chunk, on `device`, returned as a float64 numpy array."""
+    if device != "cpu":
+        deltas = deltas.to(device, non_blocking=True)
+    return (deltas @ deltas.T).cpu().numpy()
+
+
+def resolve_device(device: str) -> str:
+    """'cuda' when asked for and present; otherwise 'cpu' (the fallback is said on stderr)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("relex: CUDA is not available, using the CPU", file=sys.stderr)
+        return "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise RelexError(f"unknown device '{device}' (use cpu or cuda)")
+    return device
+
+
+def _locate_non_finite(layout: RunLayout, name: str) -> RelexError:
+    """Only on the error path: find which file holds the NaN/Inf, to name it."""
+    for reader in (layout.base, *layout.readers):
+        info = reader.tensors[name]
+        rows_per_read = max(1, 2**22 // info.row_numel)
+        for start in range(0, info.rows, rows_per_read):
+            if not torch.isfinite(reader.read(name, start, start + rows_per_read)).all():
+                return RelexError("tensor holds NaN or Inf values", path=info.file, tensor=name)
+    return RelexError("Gram of this tensor overflowed float64", path=layout.run.source, tensor=name)
+
+
+def _bytes_to_read(layout: RunLayout) -> int:
+    return sum(reader.tensors[name].numel * reader.tensors[name].dtype.itemsize
+               for reader in (layout.base, *layout.readers) for name in layout.names)
+
+
+def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cpu", progress=True) -> RunGram:
+    """The streaming pass itself (no cache): read every chunk once, sum Gram blocks per tensor.
+
+    `progress` is True (tqdm bar on stderr), False, or a callable(fraction, message).
+    """
+    device = resolve_device(device)
+    items = plan_chunks(layout, chunk_mb)
+    position = {name: index for index, name in enumerate(layout.names)}
+    n_checkpoints = len(layout.readers)
+    gram = np.zeros((len(layout.names), n_checkpoints, n_checkpoints))
+    base_sq_norm = np.zeros(len(layout.names))
+    total_bytes = _bytes_to_read(layout)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="relex gram pass", file=sys.stderr,
+               disable=progress is not True, leave=False)
+    started, done_bytes, done_tensors = time.perf_counter(), 0, 0
+    bytes_per_row = {name: sum(reader.tensors[name].row_numel * reader.tensors[name].dtype.itemsize
+                               for reader in (layout.base, *layout.readers)) for name in layout.names}
+
+    def load(item):
+        return read_deltas(layout.base, layout.readers, *item)
+
+    with ThreadPoolExecutor(max_workers=1) as prefetcher:
+        pending = prefetcher.submit(load, items[0]) if items else None
+        for number, (name, start, stop) in enumerate(items):
+            deltas, base_square = pending.result()
+            pending = prefetcher.submit(load, items[number + 1]) if number + 1 < len(items) else None
+            index = position[name]
+            gram[index] += gram_block(deltas, device)
+            base_sq_norm[index] += base_square
+            del deltas
+            last_chunk_of_tensor = number + 1 == len(items) or items[number + 1][0] != name
+            if last_chunk_of_tensor:
+                if not np.isfinite(gram[index]).all() or not np.isfinite(base_sq_norm[index]):
+                    if pending is not None:
+                        pending.cancel()
+                    raise _locate_non_finite(layout, name)
+                done_tensors += 1
+            chunk_bytes = (stop - start) * bytes_per_row[name]
+            done_bytes += chunk_bytes
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.update(chunk_bytes)
+            bar.set_postfix_str(f"{done_tensors / elapsed:.1f} tensors/s", refresh=False)
+            if callable(progress):
+                progress(done_bytes / max(total_bytes, 1),
+                         f"{done_tensors}/{len(layout.names)} tensors, {done_bytes / elapsed / 1e9:.2f} GB/s")
+    bar.close()
+    base = layout.base.tensors
+    return RunGram(run=layout.run, steps=np.array(layout.run.steps, dtype=np.int64), names=list(layout.names),
+                   shapes=[tuple(base[name].shape) for name in layout.names],
+                   dtypes=[str(base[name].dtype).removeprefix("torch.") for name in layout.names],
+                   gram=gram, base_sq_norm=base_sq_norm, tied=dict(layout.tied), notes=list(layout.notes))
+
+
+def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: float = 256,
+                 device: str = "cpu", progress=True) -> RunGram:
+    """The Gram of a run: from the cache when the inputs are unchanged, else one streaming pass.
+
+    Args:
+        run: from `open_run`.
+        cache_dir: cache folder (default ~/.cache/relex or $RELEX_CACHE_DIR); never the run folder.
+        use_cache: False forces a fresh pass (the result is still written to the cache).
+        chunk_mb: float64 working set per chunk, all checkpoints together.
+        device: 'cpu' or 'cuda' for the Gram products.
+        progress: True for a tqdm bar on stderr, False, or a callable(fraction, message).
+    """
+    from . import cache  # local import: the cache is an optional layer over the pass
+
+    cache_dir = cache.default_cache_dir() if cache_dir is None else cache_dir
+    layout = open_layout(run)
+    try:
+        key = cache.fingerprint(layout)
+        cached = cache.load(layout, key, cache_dir) if use_cache else None
+        if cached is not None:
+            header = cached["header"]
+            return RunGram(run=run, steps=cached["steps"], names=header["names"],
+                           shapes=[tuple(shape) for shape in header["shapes"]], dtypes=header["dtypes"],
+                           gram=cached["gram"], base_sq_norm=cached["base_sq_norm"], tied=header["tied"],
+                           notes=header["notes"], fingerprint=key, from_cache=True)
+        result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress)
+    finally:
+        layout.close()
+    result.fingerprint = key
+    try:
+        cache.save(result, cache_dir)
+    except OSError as error:  # an unwritable cache must not lose the analysis
+        print(f"relex: could not write the cache in {cache_dir} ({error.strerror or error})", file=sys.stderr)
+    return result

@@ -1,0 +1,1 @@
+"""Input and output: finding runs, reading tensors lazily, writing checkpoints."""

@@ -1,0 +1,159 @@
+"""A lazy, per-tensor reader for one checkpoint (mergekit-style: open files, read on demand).
+
+Safetensors are memory-mapped through `safe_open`; only the rows asked for are copied.
+`.bin`/`.pt` state dicts are loaded with `weights_only=True` (and mmap when the file allows),
+so a pickle that would run code is refused, never executed.
+"""
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..errors import RelexError
+
+_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
+                       "F64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor lives and what it looks like, without reading it."""
+    shape: tuple
+    dtype: torch.dtype
+    file: Path
+
+    @property
+    def numel(self) -> int:
+        numel = 1
+        for size in self.shape:
+            numel *= size
+        return numel
+
+    @property
+    def row_numel(self) -> int:
+        """Elements per slice along dim 0: the unit in which tensors are chunked."""
+        return self.numel // self.shape[0] if self.shape and self.shape[0] else 1
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+
+def _load_index(index_path: Path) -> dict:
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RelexError(f"unreadable shard index ({error})", path=index_path) from None
+    return {name: index_path.parent / shard for name, shard in weight_map.items()}
+
+
+def weight_files(location: Path) -> tuple[str, list[Path], dict]:
+    """(format, files, tensor→file map from an index or {}) for a checkpoint folder or file."""
+    if location.is_file():
+        return ("safetensors" if location.suffix == ".safetensors" else "torch"), [location], {}
+    for index_name, fmt in (("model.safetensors.index.json", "safetensors"),
+                            ("pytorch_model.bin.index.json", "torch")):
+        index_path = location / index_name
+        if index_path.is_file():
+            listed = _load_index(index_path)
+            for name, shard in listed.items():
+                if not shard.is_file():
+                    raise RelexError(f"shard listed in {index_name} for tensor '{name}' is missing", path=shard)
+            return fmt, sorted(set(listed.values())), listed
+    for pattern, fmt in (("*.safetensors", "safetensors"), ("*.bin", "torch"), ("*.pt", "torch")):
+        files = sorted(location.glob(pattern))
+        if files:
+            return fmt, files, {}
+    raise RelexError("no model weights found", path=location)
+
+
+class CheckpointReader:
+    """Read tensors of one checkpoint by name, whole or as a range of rows (dim 0)."""
+
+    def __init__(self, location):
+        self.location = Path(location)
+        self.format, self.files, listed = weight_files(self.location)
+        self._handles = {}
+        self.tensors: dict[str, TensorInfo] = {}
+        for file in self.files:
+            self._open(file)
+        for name, shard in listed.items():
+            if name not in self.tensors or self.tensors[name].file != shard:
+                raise RelexError("shard lacks a tensor listed in the index", path=shard, tensor=name)
+
+    def _open(self, file: Path) -> None:
+        if self.format == "safetensors":
+            try:
+                handle = safe_open(str(file), framework="pt")
+                names = list(handle.keys())
+                infos = {}
+                for name in names:
+                    view = handle.get_slice(name)
+                    dtype = _SAFETENSORS_DTYPES.get(view.get_dtype())
+                    infos[name] = TensorInfo(tuple(view.get_shape()), dtype, file)
+            except PermissionError:
+                raise RelexError("permission denied", path=file) from None
+            except Exception as error:  # safetensors raises its own error types for bad files
+                raise RelexError(f"not a readable safetensors file ({_first_line(error)})", path=file) from None
+        else:
+            handle = _load_state_dict(file)
+            infos = {name: TensorInfo(tuple(tensor.shape), tensor.dtype, file) for name, tensor in handle.items()}
+        for name, info in infos.items():
+            if name in self.tensors:
+                raise RelexError(f"tensor appears in two files (also in {self.tensors[name].file.name})",
+                                 path=file, tensor=name)
+            self.tensors[name] = info
+        self._handles[file] = handle
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows [start, stop) of a tensor along dim 0 (a 0-d tensor reads as one element)."""
+        info = self.tensors[name]
+        handle = self._handles[info.file]
+        try:
+            if self.format == "safetensors":
+                if not info.shape:
+                    return handle.get_tensor(name).reshape(1)
+                return handle.get_slice(name)[start:stop]
+            tensor = handle[name]
+            return tensor.reshape(1) if not info.shape else tensor[start:stop]
+        except Exception as error:
+            raise RelexError(f"cannot read tensor data ({_first_line(error)})", path=info.file,
+                             tensor=name) from None
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _load_state_dict(file: Path) -> dict:
+    try:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):  # legacy (non-zip) files cannot be memory-mapped
+                raise
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise RelexError("permission denied", path=file) from None
+    except pickle.UnpicklingError as error:
+        raise RelexError(f"refused: not a plain weights file, weights_only=True rejected it "
+                         f"({_first_line(error)})", path=file) from None
+    except Exception as error:
+        raise RelexError(f"not a readable torch state dict ({_first_line(error)})", path=file) from None
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise RelexError("expected a flat dict of tensor name → tensor", path=file)
+    return state
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:200]
