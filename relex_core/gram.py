@@ -1,11 +1,16 @@
 """The one streaming pass: per tensor, G[i, j] = <θ_i − θ_0, θ_j − θ_0> over every checkpoint.
 
-Every byte of every checkpoint is read once. Tensors are cut into row chunks whose float64
-working set (all checkpoints together) stays under `chunk_mb`, so memory does not grow with
-the model or with the number of checkpoints. While one chunk is multiplied, the next one is
-read on a background thread (torch releases the GIL in both).
+Every byte of every checkpoint is read once. Tensors are cut into row chunks whose working set
+(all checkpoints together) stays under `chunk_mb`, so memory does not grow with the model or
+with the number of checkpoints. While one chunk is multiplied, the next one is read on a
+background thread (pread, torch and BLAS all release the GIL).
 
-The unit of work, `gram_block(base, readers, name, start, stop)`, is a plain function of the
+Precision: deltas of bf16 or fp16 checkpoints are exact in float32, so they are held in float32
+(half the memory traffic of float64); other dtypes are held in float64. Products and sums are
+always float64: each product of two float32 deltas is exact in float64, so the Gram is exact up
+to float64 summation, like a float64 brute force.
+
+The unit of work, `read_deltas` + `gram_block` on (name, start, stop), is a plain function of the
 tensor name, the checkpoint files and a row range, so the pass can be spread over many
 machines by handing out (name, range) pairs and summing the blocks.
 """
@@ -116,36 +121,112 @@ def open_layout(run: Run) -> RunLayout:
     return RunLayout(run, base, readers, names, tied, notes)
 
 
+# Columns per float64 block in the CPU Gram product: a (N, block) block stays in the L2/L3 cache
+# between its conversion from float32 and the product, instead of streaming twice through memory.
+BLOCK_COLUMNS = 1 << 14
+
+# torch intra-op threads during the pass. The pass already runs two threads (one reading and
+# converting, one multiplying with BLAS, which keeps its own threads); torch's OpenMP threads on
+# top oversubscribe a small machine: on 2 shared cores the conversions ran ~10× slower with 2.
+# None leaves torch's setting alone.
+PASS_TORCH_THREADS = 1
+
+_EXACT_IN_FLOAT32 = (torch.bfloat16, torch.float16)
+
+
+def delta_dtype(dtypes) -> torch.dtype:
+    """float32 when every checkpoint stores the tensor in the same 16-bit float type, else float64.
+
+    The difference of two bf16 (or two fp16) numbers fits float32's 24-bit significand unless one
+    is over 2^16 (bf16) or 2^13 (fp16) times the other, a weight that changed by that factor; even
+    then it is off by at most 2^-24 of itself.
+    """
+    dtypes = set(dtypes)
+    return torch.float32 if len(dtypes) == 1 and dtypes <= set(_EXACT_IN_FLOAT32) else torch.float64
+
+
+def _tensor_delta_dtype(layout: RunLayout, name: str) -> torch.dtype:
+    return delta_dtype(reader.tensors[name].dtype for reader in (layout.base, *layout.readers))
+
+
 def plan_chunks(layout: RunLayout, chunk_mb: float) -> list[tuple[str, int, int]]:
-    """(tensor name, first row, stop row) work items whose float64 working set fits chunk_mb."""
-    budget_elements = max(1, int(chunk_mb * 2**20) // (8 * (len(layout.readers) + 1)))
+    """(tensor name, first row, stop row) work items whose deltas (all checkpoints) fit chunk_mb."""
     items = []
     for name in layout.names:
         info = layout.base.tensors[name]
+        bytes_per_element = _tensor_delta_dtype(layout, name).itemsize * (len(layout.readers) + 2)
+        budget_elements = max(1, int(chunk_mb * 2**20) // bytes_per_element)
         rows_per_chunk = max(1, budget_elements // max(1, info.row_numel))
         for start in range(0, info.rows, rows_per_chunk):
             items.append((name, start, min(info.rows, start + rows_per_chunk)))
     return items
 
 
-def read_deltas(base: CheckpointReader, readers, name: str, start: int, stop: int) -> tuple[torch.Tensor, float]:
-    """(N, chunk) float64 matrix of Δ_i = θ_i − θ_0 for rows [start, stop) of one tensor, and ‖θ_0‖² of them.
+@dataclass
+class ChunkBuffers:
+    """Memory reused from chunk to chunk: a fresh allocation of hundreds of MB page-faults on first
+    touch, which costs more than copying the data in. `raw` holds one checkpoint's rows as stored;
+    `work` the N delta rows, the base rows and their squares (CPU only)."""
+    raw: torch.Tensor
+    work: torch.Tensor | None
 
-    float64 keeps bf16/fp16/fp32 differences exact, so the Gram is exact up to summation.
+    @classmethod
+    def for_items(cls, layout: RunLayout, items, device: str = "cpu") -> "ChunkBuffers":
+        raw_bytes = work_bytes = 0
+        for name, start, stop in items:
+            numel = (stop - start) * layout.base.tensors[name].row_numel
+            stored = max(reader.tensors[name].dtype.itemsize for reader in (layout.base, *layout.readers))
+            raw_bytes = max(raw_bytes, numel * stored)
+            work_bytes = max(work_bytes, numel * (len(layout.readers) + 2) * _tensor_delta_dtype(layout, name).itemsize)
+        work = torch.empty(work_bytes, dtype=torch.uint8) if device == "cpu" else None
+        return cls(raw=torch.empty(raw_bytes, dtype=torch.uint8), work=work)
+
+
+def read_deltas(base: CheckpointReader, readers, name: str, start: int, stop: int, device: str = "cpu",
+                buffers: ChunkBuffers | None = None) -> tuple[torch.Tensor, float]:
+    """(N, chunk) matrix of Δ_i = θ_i − θ_0 for rows [start, stop) of one tensor, and ‖θ_0‖² of them.
+
+    Rows travel to `device` as stored (bf16 is 2 bytes an element) and are converted there, to
+    float32 (bf16/fp16 checkpoints, exact) or float64 (anything else). With `buffers`, the
+    result is a view of `buffers.work`, valid until the buffers are used again.
     """
-    base_rows = base.read(name, start, stop).reshape(-1).to(torch.float64)
-    deltas = torch.empty((len(readers), base_rows.numel()), dtype=torch.float64)
+    dtype = delta_dtype(reader.tensors[name].dtype for reader in (base, *readers))
+    numel = (stop - start) * base.tensors[name].row_numel
+    count = len(readers)
+    if device == "cpu" and buffers is not None:
+        matrix = buffers.work[:(count + 2) * numel * dtype.itemsize].view(dtype).view(count + 2, numel)
+    else:
+        matrix = torch.empty((count + 2, numel), dtype=dtype, device=device)
+    deltas, base_rows, squares = matrix[:count], matrix[count], matrix[count + 1]
+    raw = None if buffers is None else buffers.raw
+    base_rows.copy_(base.read(name, start, stop, out=raw).reshape(-1))
     for row, reader in enumerate(readers):
-        deltas[row].copy_(reader.read(name, start, stop).reshape(-1))
+        deltas[row].copy_(reader.read(name, start, stop, out=raw).reshape(-1))
     deltas -= base_rows
-    return deltas, float(base_rows.square().sum())
+    # Squares of bf16/fp16 values are exact in float32; the sum runs in float64.
+    base_square = torch.mul(base_rows, base_rows, out=squares).sum(dtype=torch.float64)
+    return deltas, float(base_square)
 
 
 def gram_block(deltas: torch.Tensor, device: str = "cpu") -> np.ndarray:
-    """Δ Δᵀ for one chunk, on `device`, returned as a float64 numpy array."""
-    if device != "cpu":
-        deltas = deltas.to(device, non_blocking=True)
-    return (deltas @ deltas.T).cpu().numpy()
+    """Δ Δᵀ for one chunk, products and sums in float64, returned as a float64 numpy array.
+
+    On the CPU: numpy's `a @ a.T` (BLAS syrk, half the work of a general product), column block
+    by column block so each float64 block is converted and multiplied while it is in cache.
+    """
+    if device != "cpu" or deltas.device.type != "cpu":
+        deltas = deltas.to(device).to(torch.float64)
+        return (deltas @ deltas.T).cpu().numpy()
+    matrix = deltas.numpy()
+    gram = np.zeros((matrix.shape[0], matrix.shape[0]))
+    block = np.empty((matrix.shape[0], min(BLOCK_COLUMNS, matrix.shape[1])))
+    for first in range(0, matrix.shape[1], BLOCK_COLUMNS):
+        columns = matrix[:, first:first + BLOCK_COLUMNS]
+        if columns.dtype != np.float64:
+            block[:, :columns.shape[1]] = columns  # exact float32 → float64 conversion
+            columns = block[:, :columns.shape[1]]
+        gram += columns @ columns.T
+    return gram
 
 
 def resolve_device(device: str) -> str:
@@ -169,17 +250,41 @@ def _locate_non_finite(layout: RunLayout, name: str) -> RelexError:
     return RelexError("Gram of this tensor overflowed float64", path=layout.run.source, tensor=name)
 
 
+class _Deferred:
+    """The prefetcher's Future when prefetch is off: the chunk is read only when asked for."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def result(self):
+        return self.function(*self.args)
+
+    def cancel(self) -> bool:
+        return True
+
+
 def _bytes_to_read(layout: RunLayout) -> int:
     return sum(reader.tensors[name].numel * reader.tensors[name].dtype.itemsize
                for reader in (layout.base, *layout.readers) for name in layout.names)
 
 
-def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cpu", progress=True) -> RunGram:
+def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cpu", progress=True,
+                  prefetch: bool = True) -> RunGram:
     """The streaming pass itself (no cache): read every chunk once, sum Gram blocks per tensor.
 
     `progress` is True (tqdm bar on stderr), False, or a callable(fraction, message).
+    `prefetch` reads the next chunk on a background thread while this one is multiplied.
     """
-    device = resolve_device(device)
+    threads = torch.get_num_threads()
+    if PASS_TORCH_THREADS:
+        torch.set_num_threads(PASS_TORCH_THREADS)
+    try:
+        return _gram_pass(layout, chunk_mb, resolve_device(device), progress, prefetch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _gram_pass(layout: RunLayout, chunk_mb: float, device: str, progress, prefetch: bool) -> RunGram:
     items = plan_chunks(layout, chunk_mb)
     position = {name: index for index, name in enumerate(layout.names)}
     n_checkpoints = len(layout.readers)
@@ -192,14 +297,20 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
     bytes_per_row = {name: sum(reader.tensors[name].row_numel * reader.tensors[name].dtype.itemsize
                                for reader in (layout.base, *layout.readers)) for name in layout.names}
 
-    def load(item):
-        return read_deltas(layout.base, layout.readers, *item)
+    # Two sets of buffers with prefetch: chunk k+1 is read into one while chunk k, in the other,
+    # is multiplied; chunk k+2 reuses k's set only after k's product is done.
+    buffer_sets = [ChunkBuffers.for_items(layout, items, device) for _ in range(2 if prefetch else 1)]
+
+    def load(number):
+        return read_deltas(layout.base, layout.readers, *items[number], device=device,
+                           buffers=buffer_sets[number % len(buffer_sets)])
 
     with ThreadPoolExecutor(max_workers=1) as prefetcher:
-        pending = prefetcher.submit(load, items[0]) if items else None
+        submit = prefetcher.submit if prefetch else _Deferred
+        pending = submit(load, 0) if items else None
         for number, (name, start, stop) in enumerate(items):
             deltas, base_square = pending.result()
-            pending = prefetcher.submit(load, items[number + 1]) if number + 1 < len(items) else None
+            pending = submit(load, number + 1) if number + 1 < len(items) else None
             index = position[name]
             gram[index] += gram_block(deltas, device)
             base_sq_norm[index] += base_square
@@ -235,7 +346,7 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
         run: from `open_run`.
         cache_dir: cache folder (default ~/.cache/relex or $RELEX_CACHE_DIR); never the run folder.
         use_cache: False forces a fresh pass (the result is still written to the cache).
-        chunk_mb: float64 working set per chunk, all checkpoints together.
+        chunk_mb: working set per chunk (deltas of all checkpoints together).
         device: 'cpu' or 'cuda' for the Gram products.
         progress: True for a tqdm bar on stderr, False, or a callable(fraction, message).
     """
