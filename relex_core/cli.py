@@ -38,14 +38,7 @@ def _load_fit(args) -> WindowFit:
 
 def _refuse_inside_run(path, run, what: str) -> None:
     """Nothing is ever written inside the run's folder or its checkpoints."""
-    if path is None:
-        return
-    target = Path(path).expanduser().resolve()
-    roots = {run.source.resolve() if run.source.is_dir() else run.source.resolve().parent}
-    roots |= {checkpoint.path.resolve() for checkpoint in (run.base, *run.checkpoints)}
-    for root in roots:
-        if target == root or root in target.parents:
-            raise RelexError(f"{what} must not be inside the run's checkpoints ({root})", path=target)
+    run.refuse_inside(path, what)
 
 
 def _output_folder(path, run) -> Path:
