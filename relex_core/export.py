@@ -99,11 +99,12 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
         progress: True (tqdm bar on stderr), False, or a callable(fraction, message).
         chunk_mb: bound on the float64 working set of one chunk.
     """
-    steps = [int(step) for step in np.atleast_1d(target_steps)]
+    requested = list(np.atleast_1d(target_steps))
+    steps = [int(step) for step in requested]
     if not steps:
         raise RelexError("no target step given")
-    if any(step < 0 for step in steps) or len(set(steps)) != len(steps):
-        raise RelexError(f"target steps {steps} must be distinct and not negative")
+    if steps != requested or min(steps) < 0 or len(set(steps)) != len(steps):
+        raise RelexError(f"target steps {requested} must be distinct whole steps, not negative")
     weights = fit.weights(steps, method)
     subfolders = [""] if len(steps) == 1 else [f"step-{step}" for step in steps]
     labels = [{"method": method, "target_step": step} for step in steps]
@@ -153,6 +154,24 @@ def _plan_tensors(fit: WindowFit, base: CheckpointReader, dtype: torch.dtype | N
     return plans
 
 
+def round_to(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """float64 → dtype, correctly rounded (to nearest, ties to even).
+
+    torch casts float64 to bf16/fp16 through float32, and that double rounding is wrong next to
+    ties. Rounding to float32 *to odd* first (truncate, then set the last bit if anything was cut)
+    makes the second rounding exact, since float32 keeps more than two extra bits.
+    """
+    if dtype in (torch.float64, torch.float32) or not dtype.is_floating_point:
+        return values.to(dtype)
+    single = values.to(torch.float32)
+    wide = single.to(torch.float64)
+    overshot = wide.abs() > values.abs()  # rounded away from zero: step back towards it
+    single = torch.where(overshot, torch.nextafter(single, torch.zeros_like(single)), single)
+    inexact = (single.to(torch.float64) != values) & torch.isfinite(values)
+    bits = single.view(torch.int32) | inexact.to(torch.int32)
+    return bits.view(torch.float32).to(dtype)
+
+
 def _read_chunk(base: CheckpointReader, readers, plan: _Plan, start: int, stop: int):
     """(θ_0 rows, Δ rows of the window (T, chunk) or None for a copy), in float64 for weighted sums."""
     if plan.weight_row is None:
@@ -184,7 +203,7 @@ def _export(fit, weights, steps, labels, subfolders, out, *, dtype, shard_size, 
             losses = _write_weights(fit, layout, weights, folders, provenance, dtype, shard_size, progress, chunk_mb)
             results = []
             for folder, sub, step, record, loss in zip(folders, subfolders, steps, provenance, losses):
-                record["rounding_loss"] = None if np.isnan(loss) else float(loss)
+                record["rounding_loss"] = float(loss) if np.isfinite(loss) else None
                 _copy_side_files(fit, folder, dtype)
                 (folder / "relex.json").write_text(json.dumps(record, indent=2) + "\n")
                 final = destination / sub if sub else destination
@@ -198,7 +217,9 @@ def _export(fit, weights, steps, labels, subfolders, out, *, dtype, shard_size, 
 
 def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, shard_size, progress, chunk_mb):
     """Stream every tensor into one ShardedWriter per target; returns the rounding loss per target."""
-    readers = [layout.readers[position] for position in fit.window_positions]
+    used = np.flatnonzero(np.abs(weights).sum(axis=(0, 2)) > 0)  # e.g. 'linear' needs the last checkpoint only
+    readers = [layout.readers[fit.window_positions[index]] for index in used]
+    weights = weights[:, used, :]
     plans = _plan_tensors(fit, layout.base, dtype)
     by_name = {plan.name: plan for plan in plans}
     n_targets, window = weights.shape[2], len(readers)
@@ -234,7 +255,7 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
                     chunk_weights = torch.from_numpy(np.ascontiguousarray(weights[plan.weight_row].T))
                     update = chunk_weights @ deltas  # (S, chunk): δ̂ for every target at once
                     for target, writer in enumerate(writers):
-                        rounded = (base_rows + update[target]).to(plan.spec.dtype)
+                        rounded = round_to(base_rows + update[target], plan.spec.dtype)
                         writer.write(name, rounded)
                         erased = rounded.to(torch.float64) - base_rows - update[target]
                         erased_sq[target] += float(erased.square().sum())
@@ -267,7 +288,7 @@ def _check_finite(layout: RunLayout, plan: _Plan, erased_sq, update_sq) -> None:
 
 def _write_copy(plan: _Plan, base_rows: torch.Tensor, writers, erased_sq) -> None:
     """A tensor without direction is θ_0; a change of float dtype still counts in the rounding loss."""
-    rounded = base_rows.to(plan.spec.dtype)
+    rounded = round_to(base_rows, plan.spec.dtype) if base_rows.is_floating_point() else base_rows
     for target, writer in enumerate(writers):
         writer.write(plan.name, rounded)
         if plan.spec.dtype.is_floating_point and plan.spec.dtype != base_rows.dtype:
