@@ -154,22 +154,43 @@ def _plan_tensors(fit: WindowFit, base: CheckpointReader, dtype: torch.dtype | N
     return plans
 
 
+# Bits of a float32 pattern that a cast to the half-width type drops, and the pattern of a tie.
+_DROPPED_BITS = {torch.bfloat16: 16, torch.float16: 13}
+_FLOAT16_SMALLEST_NORMAL = 2.0**-14  # below it float16 drops more bits, so ties look different
+
+
 def round_to(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """float64 → dtype, correctly rounded (to nearest, ties to even).
 
-    torch casts float64 to bf16/fp16 through float32, and that double rounding is wrong next to
-    ties. Rounding to float32 *to odd* first (truncate, then set the last bit if anything was cut)
-    makes the second rounding exact, since float32 keeps more than two extra bits.
+    torch casts float64 to bf16/fp16 through float32. That double rounding is wrong only where
+    the float32 value lands exactly halfway between two values of dtype (about 1 in 2¹⁴ to 2¹⁷
+    elements); those few are found from their bit pattern and rounded again, properly.
     """
-    if dtype in (torch.float64, torch.float32) or not dtype.is_floating_point:
+    if dtype not in _DROPPED_BITS:
         return values.to(dtype)
     single = values.to(torch.float32)
-    wide = single.to(torch.float64)
-    overshot = wide.abs() > values.abs()  # rounded away from zero: step back towards it
-    single = torch.where(overshot, torch.nextafter(single, torch.zeros_like(single)), single)
-    inexact = (single.to(torch.float64) != values) & torch.isfinite(values)
-    bits = single.view(torch.int32) | inexact.to(torch.int32)
-    return bits.view(torch.float32).to(dtype)
+    rounded = single.to(dtype)
+    dropped = _DROPPED_BITS[dtype]
+    low_bits = single.view(torch.int32) & ((1 << dropped) - 1)
+    suspects = low_bits == 1 << (dropped - 1)
+    if dtype == torch.float16:
+        suspects |= single.abs() < _FLOAT16_SMALLEST_NORMAL
+    suspects = suspects.nonzero().squeeze(1)
+    if suspects.numel():
+        rounded[suspects] = _round_through_odd(values[suspects]).to(dtype)
+    return rounded
+
+
+def _round_through_odd(values: torch.Tensor) -> torch.Tensor:
+    """float64 → float32 rounded *to odd* (an inexact result gets an odd last bit): a later rounding
+    to any format with at least two bits fewer is then exactly the correct rounding of `values`."""
+    single = values.to(torch.float32)
+    residual = values - single.to(torch.float64)  # exact
+    bits = single.view(torch.int32)
+    move = (residual != 0) & ((bits & 1) == 0) & torch.isfinite(residual)
+    outward = (residual > 0) == (bits >= 0)  # towards the value is away from zero
+    step = torch.where(outward, 1, -1).to(torch.int32)
+    return torch.where(move, bits + step, bits).view(torch.float32)
 
 
 def _read_chunk(base: CheckpointReader, readers, plan: _Plan, start: int, stop: int):
@@ -255,11 +276,12 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
                     chunk_weights = torch.from_numpy(np.ascontiguousarray(weights[plan.weight_row].T))
                     update = chunk_weights @ deltas  # (S, chunk): δ̂ for every target at once
                     for target, writer in enumerate(writers):
-                        rounded = round_to(base_rows + update[target], plan.spec.dtype)
+                        exact = base_rows + update[target]  # θ̂ in float64
+                        rounded = round_to(exact, plan.spec.dtype)
                         writer.write(name, rounded)
-                        erased = rounded.to(torch.float64) - base_rows - update[target]
-                        erased_sq[target] += float(erased.square().sum())
-                        update_sq[target] += float(update[target].square().sum())
+                        erased = rounded.to(torch.float64).sub_(exact)  # what rounding took from δ̂
+                        erased_sq[target] += float(torch.dot(erased, erased))
+                        update_sq[target] += float(torch.dot(update[target], update[target]))
                     _check_finite(layout, plan, erased_sq, update_sq)
                 done_bytes += (stop - start) * per_row[name]
                 bar.update((stop - start) * per_row[name])

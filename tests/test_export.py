@@ -440,9 +440,17 @@ def test_round_to_rounds_float64_correctly_even_next_to_ties(dtype):
     grid = correctly_rounded(values.numpy(), dtype)
     halfway = grid + np.sign(grid) * 2.0 ** (np.floor(np.log2(np.abs(grid))) - bits - 1)
     near_ties = torch.from_numpy(np.concatenate([halfway * (1 + 2.0**-40), halfway * (1 - 2.0**-40), halfway]))
-    for sample in (values, near_ties):
+    # and float16's subnormals, whose spacing is fixed at 2⁻²⁴
+    subnormal_ties = torch.from_numpy((np.arange(-900, 900) + 0.5) * 2.0**-24 * (1 + np.tile([2.0**-40, -2.0**-40], 900)))
+    for sample in (values, near_ties, subnormal_ties):
         assert np.array_equal(round_to(sample, dtype).to(torch.float64).numpy(),
                               correctly_rounded(sample.numpy(), dtype))
+    special = torch.tensor([0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, 1e-300, -1e-300], dtype=torch.float64)
+    rounded = round_to(special, dtype).to(torch.float64)
+    assert rounded[4].isnan()
+    kept = [0, 1, 2, 3, 5, 6, 7, 8]
+    assert rounded[kept].tolist() == [0.0, -0.0, np.inf, -np.inf, np.inf, -np.inf, 0.0, -0.0]
+    assert torch.signbit(rounded[kept]).tolist() == [False, True, False, True, False, True, False, True]
 
 
 def test_shard_sizes_parse_like_huggingface():
