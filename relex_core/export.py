@@ -58,8 +58,10 @@ class ExportResult:
     provenance: dict
 
 
-def parse_size(text) -> int:
-    """Bytes from '5GB', '500MB', '2GiB' or a plain number (HF's units: GB = 10⁹, GiB = 2³⁰)."""
+def parse_size(text) -> int | None:
+    """Bytes from '5GB', '500MB', '2GiB' or a plain number (HF's units: GB = 10⁹, GiB = 2³⁰); None: one file."""
+    if text is None:
+        return None
     if isinstance(text, (int, np.integer)):
         size = int(text)
     else:
@@ -97,7 +99,7 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
         dtype: output dtype of floating tensors (None keeps each tensor's base dtype).
         shard_size: bytes per safetensors shard (int or '5GB').
         progress: True (tqdm bar on stderr), False, or a callable(fraction, message).
-        chunk_mb: bound on the float64 working set of one chunk.
+        chunk_mb: planned float64 working set of one chunk (peak memory is a small multiple of it).
     """
     requested = list(np.atleast_1d(target_steps))
     steps = [int(step) for step in requested]
@@ -144,7 +146,7 @@ def _plan_tensors(fit: WindowFit, base: CheckpointReader, dtype: torch.dtype | N
         if stored not in SAFETENSORS_CODES:
             raise RelexError(f"cannot write dtype {stored} to safetensors", path=info.file, tensor=name)
         source = run_gram.tied.get(name, name)
-        floating = stored.is_floating_point
+        floating = stored in (torch.bfloat16, torch.float16, torch.float32, torch.float64)
         if floating and source not in rows:
             raise RelexError("tensor is not in the run's Gram (stale cache? rerun with --no-cache)",
                              path=info.file, tensor=name)
@@ -244,8 +246,10 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
     plans = _plan_tensors(fit, layout.base, dtype)
     by_name = {plan.name: plan for plan in plans}
     n_targets, window = weights.shape[2], len(readers)
-    # Chunks of every tensor in base order (plan_chunks over a window-only layout). The float64 working
-    # set is the base and T deltas for the chunk in hand and the prefetched one, plus ~3 rows per target.
+    # Chunks of every tensor in base order (plan_chunks over a layout of the checkpoints read). The float64
+    # working set is θ_0 and T deltas for the chunk in hand and the prefetched one, plus the S updates and
+    # the rounding temporaries (about 3 rows per target). The allocator's slack comes on top: peak memory
+    # measured 2-3× chunk_mb, the same for any model size.
     chunk_layout = RunLayout(layout.run, layout.base, readers, list(by_name), layout.tied, layout.notes)
     items = plan_chunks(chunk_layout, chunk_mb * (window + 1) / (2 * (window + 1) + 3 * n_targets))
     writers = [ShardedWriter(folder, [plan.spec for plan in plans], shard_size=shard_size,
