@@ -20,22 +20,28 @@ def stacked_gram(deltas_list):
     return np.stack([deltas @ deltas.T for deltas in deltas_list])
 
 
-def test_singular_values_and_energies_match_full_svd(tensors):
-    window = np.arange(5)
-    decomposition = maths.decompose(stacked_gram(tensors)[:, window][:, :, window])
+@pytest.mark.parametrize("components", [None, 3])
+def test_singular_values_directions_and_energies_match_full_svd(tensors, components):
+    window = np.arange(6)
+    decomposition = maths.decompose(stacked_gram(tensors)[:, window][:, :, window], components)
+    count = decomposition.sigma.shape[1]
+    assert count == (6 if components is None else 3)
     for index, deltas in enumerate(tensors):
-        sigma, _ = trajectory_svd(deltas[window])
-        np.testing.assert_allclose(decomposition.sigma[index], sigma, rtol=1e-8, atol=1e-10 * sigma[0])
-        np.testing.assert_allclose(maths.energy_fraction(decomposition.sigma, 1)[index],
+        sigma, directions = trajectory_svd(deltas[window])
+        np.testing.assert_allclose(decomposition.sigma[index], sigma[:count], rtol=1e-8, atol=1e-10 * sigma[0])
+        # v_k = Σ_t U[t, k] Δ_t / σ_k: the directions themselves, never materialised by relex.
+        rebuilt = decomposition.basis[index, :, :2].T @ deltas[window] / decomposition.sigma[index, :2, None]
+        np.testing.assert_allclose(rebuilt, directions[:2], atol=1e-8)
+        np.testing.assert_allclose(maths.energy_fraction(decomposition, 1)[index],
                                    sigma[0] ** 2 / (sigma**2).sum(), rtol=1e-10)
-        np.testing.assert_allclose(maths.energy_fraction(decomposition.sigma, 3)[index],
+        np.testing.assert_allclose(maths.energy_fraction(decomposition, 3)[index],
                                    (sigma[:3] ** 2).sum() / (sigma**2).sum(), rtol=1e-10)
 
 
 def test_coefficients_of_every_checkpoint_are_projections_on_the_window_directions(tensors):
     window = np.arange(4)
     gram = stacked_gram(tensors)
-    decomposition = maths.decompose(gram[:, window][:, :, window])
+    decomposition = maths.decompose(gram[:, window][:, :, window], components=2)
     coefficients = maths.coefficients(decomposition, gram[:, window, :], rank=2)
     for index, deltas in enumerate(tensors):
         _, directions = trajectory_svd(deltas[window])
@@ -142,4 +148,4 @@ def test_a_tensor_that_never_moved_has_no_direction_and_predicts_the_base():
     assert np.all(coefficients == 0)
     weights = maths.checkpoint_weights(decomposition, np.ones((1, 1, 2)))
     assert np.all(weights == 0)
-    assert np.isnan(maths.energy_fraction(decomposition.sigma, 1)).all()
+    assert np.isnan(maths.energy_fraction(decomposition, 1)).all()
