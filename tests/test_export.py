@@ -26,6 +26,8 @@ from relex_core.io.reader import CheckpointReader
 from relex_core.io.writer import ShardedWriter
 from relex_core.synthetic import make_run
 
+from .brute_force import trajectory_svd
+
 REPO = Path(__file__).resolve().parents[1]
 STEPS = (10, 20, 30, 40, 50, 60)
 WINDOW = (10, 50)
@@ -60,12 +62,12 @@ def brute_force(run, window_steps, target_steps, rank, degree=1, reconstruct_ste
             continue
         start = theta_0.to(torch.float64).reshape(-1).numpy()
         deltas = np.stack([checkpoint[name].to(torch.float64).reshape(-1).numpy() - start for checkpoint in window])
-        _, sigma, right = np.linalg.svd(deltas, full_matrices=False)
+        sigma, directions = trajectory_svd(deltas)  # np.linalg.svd, signs so that c_k(last) ≥ 0
         updates = {target: np.zeros_like(start) for target in target_steps}
         for k in range(rank):
             if sigma[0] == 0 or sigma[k] <= 1e-6 * sigma[0]:
                 continue
-            direction = right[k] if deltas[-1] @ right[k] >= 0 else -right[k]
+            direction = directions[k]
             if observed is not None:
                 coefficient = (observed[name].to(torch.float64).reshape(-1).numpy() - start) @ direction
                 updates[target_steps[0]] += coefficient * direction
