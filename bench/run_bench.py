@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ class BenchConfig:
     warm_sizes: tuple = ("mini",)          # sizes small enough to measure with the run in the page cache
     headline: tuple = ("0.5B", 20)         # the target run: analyze ≤ 1.5× floor, peak RSS ≤ 1.5 GB
     naive: tuple = ("mini", 10)            # naive SVD against relex on this run
+    export_runs: tuple = (("0.5B", 20), ("mini", 20))  # extrapolate against its floor on these
     naive_dtype: str = "float32"
     repeats: int = 2                       # floor/relex pairs per scaling row (alternating order)
     chunk_mb: float = 256
@@ -73,7 +75,7 @@ class BenchConfig:
     def smoke(cls, data) -> "BenchConfig":
         tiny = dict(TINY)
         return cls(data=Path(data), sizes={"tiny": tiny}, checkpoint_counts=(4,), warm_sizes=("tiny",),
-                   headline=("tiny", 4), naive=("tiny", 4), naive_dtype="float64", repeats=1,
+                   headline=("tiny", 4), naive=("tiny", 4), export_runs=(("tiny", 4),), naive_dtype="float64", repeats=1,
                    window_tensors=12, window_checkpoints=12, window_trials=5, ablations=False,
                    before_commit=None, shard_gb=0.00002)
 
@@ -156,8 +158,9 @@ def make_runs(config: BenchConfig, log) -> dict:
     return runs
 
 
-def relex_command(subcommand, run, out, config: BenchConfig, cache_dir, *extra) -> list:
-    return [PYTHON, "-m", "relex_core", subcommand, str(run), "--out", str(out), "--no-cache",
+def relex_command(subcommand, run, out, config: BenchConfig, cache_dir, *extra, fresh: bool = True) -> list:
+    """A relex CLI call; fresh: ignore the Gram cache (a full pass), else use what analyze cached."""
+    return [PYTHON, "-m", "relex_core", subcommand, str(run), "--out", str(out), *(["--no-cache"] if fresh else []),
             "--cache-dir", str(cache_dir), "--chunk-mb", str(config.chunk_mb), "--quiet", *extra]
 
 
@@ -223,6 +226,40 @@ def naive_comparison(config: BenchConfig, runs: dict, table: list[dict], work: P
             "relex_s": float(np.median([row["relex_s"] for row in relex_rows])),
             "relex_peak_mb": float(max(row["relex_peak_mb"] for row in relex_rows)),
             "tensors": len(relex), "max_relative_difference": differences}
+
+
+def export_comparison(config: BenchConfig, runs: dict, work: Path, log) -> list[dict] | None:
+    """`relex extrapolate` (Gram from the cache the scaling rows wrote, so the export alone is timed)
+    against its floor: read the window's checkpoints once and write one model (bench/floor.py --write)."""
+    if not (REPO / "relex_core" / "export.py").exists():
+        return None
+    rows = []
+    for size, count in config.export_runs:
+        run = runs[(size, count)]
+        cached = size in config.warm_sizes
+        target = 2 * runs[size]["generation"]["run"]["steps"][count - 1]
+        files = run_files(run)
+        for repeat in range(config.repeats):
+            order = ("floor", "relex") if repeat % 2 == 0 else ("relex", "floor")
+            row = {"model": size, "T": count, "cache": "warm" if cached else "cold", "repeat": repeat + 1,
+                   "target_step": target}
+            for kind in order:
+                log(f"export: {kind} {size} T={count} repeat {repeat + 1}")
+                out = work / f"export-{kind}"
+                prepare_cache(files, cached)
+                if kind == "floor":
+                    result = measure([PYTHON, str(REPO / "bench" / "floor.py"), str(run), "--chunk-mb",
+                                      str(config.chunk_mb), "--write", str(out), "--shard-gb", "5"])
+                else:
+                    result = measure(relex_command("extrapolate", run, out, config, work / "cache", "--target",
+                                                   str(target), "--window", f":{target // 2}", fresh=False))
+                row[f"{kind}_s"] = result["seconds"]
+                row[f"{kind}_peak_mb"] = result["peak_rss_mb"]
+                row["GB_written"] = sum(file.stat().st_size for file in out.rglob("*.safetensors")) / 1e9
+                shutil.rmtree(out)
+            row["ratio"] = row["relex_s"] / row["floor_s"]
+            rows.append(row)
+    return rows
 
 
 def synthetic_run_gram(n_tensors: int, n_checkpoints: int, seed: int = 0) -> RunGram:
@@ -373,7 +410,7 @@ def write_report(results: dict, path: Path, command: str) -> None:
         f"GPU: {info['gpu'] or 'not measured (no GPU lent to this session)'}.", "",
         "Runs are synthetic Qwen2-shaped bf16 checkpoints in HF shards (bench/generate.py): every tensor drifts along "
         "one direction at constant speed plus a random walk, ‖Δ‖/‖θ_0‖ ≈ 1e-3 at the last step.",
-        "Sizes: " + "; ".join(f"{size} = {results['runs'][size]['parameters'] / 1e6:.0f}M parameters "
+        "Sizes: " + "; ".join(f"{size} = {results['runs'][size]['parameters'] / 1e6:.3g}M parameters "
                               f"({json.dumps(results['runs'][size]['generation']['run']['dims'])})"
                               for size in config["sizes"]) + ".",
         "Cold = the run's files evicted from the page cache before each command (runs bigger than the cache "
@@ -399,7 +436,15 @@ def write_report(results: dict, path: Path, command: str) -> None:
     export = results.get("export")
     lines += ["## 4. `relex extrapolate` against its floor", ""]
     if export:
-        lines += [_table(pd.DataFrame(export), {"seconds": "{:.1f}", "peak_rss_mb": "{:.0f}"}), ""]
+        frame = pd.DataFrame(export)
+        lines += ["`relex extrapolate RUN --window :L --target 2L` with the Gram from the cache (the export "
+                  "alone: weights, one read of the window, one model written) against bench/floor.py --write "
+                  "(read the same checkpoints once into float32, write the base's tensors to shards).", "",
+                  _table(frame[["model", "T", "cache", "repeat", "target_step", "GB_written", "floor_s", "relex_s",
+                                "ratio", "floor_peak_mb", "relex_peak_mb"]],
+                         {"GB_written": "{:.2f}", "floor_s": "{:.1f}", "relex_s": "{:.1f}", "ratio": "{:.2f}",
+                          "floor_peak_mb": "{:.0f}", "relex_peak_mb": "{:.0f}"}),
+                  f"Target: ratio ≤ 2 → median {frame.ratio.median():.2f} (max {frame.ratio.max():.2f}).", ""]
     else:
         lines += [results.get("export_note", "Not measured: the export command is not in this checkout."), ""]
     window = results["window"]
@@ -438,6 +483,7 @@ def run_benchmark(config: BenchConfig, out: Path, command: str = "", log=print) 
         work = Path(work)
         results["scaling"] = scaling(config, runs, work, log)
         results["naive"] = naive_comparison(config, runs, results["scaling"], work, log)
+        results["export"] = export_comparison(config, runs, work, log)
         results["window"] = window_latency(config, log)
         if config.ablations:
             results["ablations"] = ablations(config, runs, log)

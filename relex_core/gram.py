@@ -150,12 +150,15 @@ def _tensor_delta_dtype(layout: RunLayout, name: str) -> torch.dtype:
 
 
 def plan_chunks(layout: RunLayout, chunk_mb: float) -> list[tuple[str, int, int]]:
-    """(tensor name, first row, stop row) work items whose deltas (all checkpoints) fit chunk_mb."""
+    """(tensor name, first row, stop row) work items whose float64 θ_0 and deltas fit chunk_mb.
+
+    The pass holds 16-bit checkpoints' deltas in float32, so its two chunk buffers (one being
+    read, one being multiplied) take about chunk_mb together.
+    """
+    budget_elements = max(1, int(chunk_mb * 2**20) // (8 * (len(layout.readers) + 1)))
     items = []
     for name in layout.names:
         info = layout.base.tensors[name]
-        bytes_per_element = _tensor_delta_dtype(layout, name).itemsize * (len(layout.readers) + 2)
-        budget_elements = max(1, int(chunk_mb * 2**20) // bytes_per_element)
         rows_per_chunk = max(1, budget_elements // max(1, info.row_numel))
         for start in range(0, info.rows, rows_per_chunk):
             items.append((name, start, min(info.rows, start + rows_per_chunk)))
