@@ -300,6 +300,11 @@ def window_latency(config: BenchConfig, log) -> dict:
         backtest_times.append(done - fitted)
         sizes.append(last - first + 1)
     total = np.add(fit_times, backtest_times)
+    by_size = {}
+    for size in sorted({10, 25, 50, len(steps) - 1} & set(range(2, len(steps)))):
+        window = f"{steps[0]}:{steps[size - 1]}"
+        by_size[size] = float(np.median([_best_time(lambda: WindowFit(run_gram, window).backtest_frame(), 1)
+                                         for _ in range(5)]))
     stacked = run_gram.gram[:, :50, :50]
     eigh = {"numpy": _best_time(lambda: np.linalg.eigh(stacked)),
             "torch": _best_time(lambda: torch.linalg.eigh(torch.from_numpy(stacked)))}
@@ -307,7 +312,7 @@ def window_latency(config: BenchConfig, log) -> dict:
             "trials": config.window_trials, "median_window": float(np.median(sizes)),
             "median_s": float(np.median(total)), "p90_s": float(np.percentile(total, 90)),
             "max_s": float(total.max()), "median_fit_s": float(np.median(fit_times)),
-            "median_backtest_s": float(np.median(backtest_times)), "eigh_T50_s": eigh}
+            "median_backtest_s": float(np.median(backtest_times)), "by_window_size_s": by_size, "eigh_T50_s": eigh}
 
 
 def _best_time(function, repeats: int = 5) -> float:
@@ -357,8 +362,8 @@ def ablations(config: BenchConfig, runs: dict, log) -> list[dict]:
 
 def before_after(config: BenchConfig, runs: dict, work: Path, log) -> list[dict]:
     """`relex analyze` from the commit before this branch against this checkout, same run, alternating."""
-    size = config.warm_sizes[0]
-    run = runs[(size, max(config.checkpoint_counts))]
+    size, count = config.naive
+    run = runs[(size, count)]
     old = work / "before"
     old.mkdir()
     archive = subprocess.run(["git", "archive", config.before_commit], cwd=REPO, capture_output=True, check=True)
@@ -454,6 +459,8 @@ def write_report(results: dict, path: Path, command: str) -> None:
               f"(median size {window['median_window']:.0f}): median {window['median_s'] * 1e3:.1f} ms "
               f"(fit {window['median_fit_s'] * 1e3:.1f} ms + backtest {window['median_backtest_s'] * 1e3:.1f} ms), "
               f"p90 {window['p90_s'] * 1e3:.1f} ms, max {window['max_s'] * 1e3:.1f} ms. Target ≤ 100 ms.  ",
+              "By window size (first checkpoints, median of 5): " + ", ".join(
+                  f"T = {size}: {seconds * 1e3:.1f} ms" for size, seconds in window["by_window_size_s"].items()) + ".  ",
               f"Batched eigh of ({window['tensors']}, 50, 50): numpy {window['eigh_T50_s']['numpy'] * 1e3:.1f} ms, "
               f"torch {window['eigh_T50_s']['torch'] * 1e3:.1f} ms.", "",
               "## 6. Scaling: time and peak memory against T and model size", "",
@@ -465,7 +472,9 @@ def write_report(results: dict, path: Path, command: str) -> None:
         lines += ["## Pass variants (warm run; the pass in-process, in this order; the floor in-process time)", "",
                   _table(pd.DataFrame(results["ablations"]), {"seconds": "{:.2f}"}), ""]
     if results.get("before_after"):
-        lines += [f"## Before / after this branch (`relex analyze`, warm run; before = commit {config['before_commit']})", "",
+        size, count = config["naive"]
+        lines += [f"## Before / after this branch (`relex analyze`, {size}, T = {count}, warm; before = commit "
+                  f"{config['before_commit']})", "",
                   _table(pd.DataFrame(results["before_after"]), {"seconds": "{:.1f}", "peak_rss_mb": "{:.0f}"}), ""]
     lines += results.get("notes", [])
     path.write_text("\n".join(lines).rstrip() + "\n")
@@ -476,7 +485,8 @@ def run_benchmark(config: BenchConfig, out: Path, command: str = "", log=print) 
     runs = make_runs(config, log)
     results = {"machine": machine(),
                "config": {"sizes": {k: v for k, v in config.sizes.items()}, "headline": config.headline,
-                          "before_commit": config.before_commit, "chunk_mb": config.chunk_mb},
+                          "before_commit": config.before_commit, "chunk_mb": config.chunk_mb,
+                          "naive": config.naive},
                "runs": {size: {"parameters": runs[size]["parameters"], "generation": runs[size]["generation"]}
                         for size in config.sizes}}
     with tempfile.TemporaryDirectory(dir=config.data, prefix="work-") as work:
@@ -501,8 +511,11 @@ def main() -> None:
     parser.add_argument("--data", default="/work/bench-data", help="where runs are generated (outside git)")
     parser.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds (what the test suite runs)")
+    parser.add_argument("--repeats", type=int, default=None, help="floor/relex pairs per row (default 2)")
     args = parser.parse_args()
     config = BenchConfig.smoke(args.data) if args.smoke else BenchConfig(data=Path(args.data))
+    if args.repeats:
+        config.repeats = args.repeats
     started = time.perf_counter()
     run_benchmark(config, Path(args.out), command="python " + " ".join(sys.argv),
                   log=lambda message: print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True))

@@ -1,16 +1,13 @@
 """The one streaming pass: per tensor, G[i, j] = <θ_i − θ_0, θ_j − θ_0> over every checkpoint.
 
-Every byte of every checkpoint is read once. Tensors are cut into row chunks whose working set
-(all checkpoints together) stays under `chunk_mb`, so memory does not grow with the model or
-with the number of checkpoints. While one chunk is multiplied, the next one is read on a
-background thread (pread, torch and BLAS all release the GIL).
+Every byte of every checkpoint is read once. Tensors are cut into row chunks whose size is set
+by `chunk_mb`, so memory does not grow with the model or with the number of checkpoints. A
+background thread reads the next chunk, as stored, while this one is multiplied (pread, torch
+and BLAS all release the GIL). The product runs in float64 on cache-sized column blocks:
+convert, subtract θ_0, BLAS syrk. Only the float64 sums round: the deltas and their products
+are exact for bf16/fp16/fp32 checkpoints.
 
-Precision: deltas of bf16 or fp16 checkpoints are exact in float32, so they are held in float32
-(half the memory traffic of float64); other dtypes are held in float64. Products and sums are
-always float64: each product of two float32 deltas is exact in float64, so the Gram is exact up
-to float64 summation, like a float64 brute force.
-
-The unit of work, `read_deltas` + `gram_block` on (name, start, stop), is a plain function of the
+The unit of work, `read_rows` + `gram_block` on (name, start, stop), is a plain function of the
 tensor name, the checkpoint files and a row range, so the pass can be spread over many
 machines by handing out (name, range) pairs and summing the blocks.
 """
@@ -121,39 +118,21 @@ def open_layout(run: Run) -> RunLayout:
     return RunLayout(run, base, readers, names, tied, notes)
 
 
-# Columns per float64 block in the CPU Gram product: a (N, block) block stays in the L2/L3 cache
-# between its conversion from float32 and the product, instead of streaming twice through memory.
-BLOCK_COLUMNS = 1 << 14
+# Bytes of one float64 block of the CPU product: (N + 1) × columns, converted, differenced and
+# multiplied while it stays in the L2/L3 cache instead of streaming through memory three times.
+BLOCK_BYTES = 4 << 20
 
-# torch intra-op threads during the pass. The pass already runs two threads (one reading and
-# converting, one multiplying with BLAS, which keeps its own threads); torch's OpenMP threads on
-# top oversubscribe a small machine: on 2 shared cores the conversions ran ~10× slower with 2.
+# torch intra-op threads during the pass. The pass already runs two threads (one reading, one
+# converting and multiplying with BLAS, which keeps its own threads); torch's OpenMP threads on
+# top oversubscribe a small machine: on 2 shared cores conversions ran ~10× slower with 2.
 # None leaves torch's setting alone.
 PASS_TORCH_THREADS = 1
 
-_EXACT_IN_FLOAT32 = (torch.bfloat16, torch.float16)
-
-
-def delta_dtype(dtypes) -> torch.dtype:
-    """float32 when every checkpoint stores the tensor in the same 16-bit float type, else float64.
-
-    The difference of two bf16 (or two fp16) numbers fits float32's 24-bit significand unless one
-    is over 2^16 (bf16) or 2^13 (fp16) times the other, a weight that changed by that factor; even
-    then it is off by at most 2^-24 of itself.
-    """
-    dtypes = set(dtypes)
-    return torch.float32 if len(dtypes) == 1 and dtypes <= set(_EXACT_IN_FLOAT32) else torch.float64
-
-
-def _tensor_delta_dtype(layout: RunLayout, name: str) -> torch.dtype:
-    return delta_dtype(reader.tensors[name].dtype for reader in (layout.base, *layout.readers))
-
 
 def plan_chunks(layout: RunLayout, chunk_mb: float) -> list[tuple[str, int, int]]:
-    """(tensor name, first row, stop row) work items whose float64 θ_0 and deltas fit chunk_mb.
+    """(tensor name, first row, stop row) work items whose float64 θ_0 and deltas would fit chunk_mb.
 
-    The pass holds 16-bit checkpoints' deltas in float32, so its two chunk buffers (one being
-    read, one being multiplied) take about chunk_mb together.
+    The pass itself holds chunks as stored (bf16: a quarter of that), two at a time.
     """
     budget_elements = max(1, int(chunk_mb * 2**20) // (8 * (len(layout.readers) + 1)))
     items = []
@@ -165,71 +144,73 @@ def plan_chunks(layout: RunLayout, chunk_mb: float) -> list[tuple[str, int, int]
     return items
 
 
-@dataclass
-class ChunkBuffers:
-    """Memory reused from chunk to chunk: a fresh allocation of hundreds of MB page-faults on first
-    touch, which costs more than copying the data in. `raw` holds one checkpoint's rows as stored;
-    `work` the N delta rows, the base rows and their squares (CPU only)."""
-    raw: torch.Tensor
-    work: torch.Tensor | None
-
-    @classmethod
-    def for_items(cls, layout: RunLayout, items, device: str = "cpu") -> "ChunkBuffers":
-        raw_bytes = work_bytes = 0
-        for name, start, stop in items:
-            numel = (stop - start) * layout.base.tensors[name].row_numel
-            stored = max(reader.tensors[name].dtype.itemsize for reader in (layout.base, *layout.readers))
-            raw_bytes = max(raw_bytes, numel * stored)
-            work_bytes = max(work_bytes, numel * (len(layout.readers) + 2) * _tensor_delta_dtype(layout, name).itemsize)
-        work = torch.empty(work_bytes, dtype=torch.uint8) if device == "cpu" else None
-        return cls(raw=torch.empty(raw_bytes, dtype=torch.uint8), work=work)
+def rows_dtype(dtypes) -> torch.dtype:
+    """The dtype a chunk is held in: the stored one, or float64 when checkpoints disagree."""
+    dtypes = set(dtypes)
+    return dtypes.pop() if len(dtypes) == 1 else torch.float64
 
 
-def read_deltas(base: CheckpointReader, readers, name: str, start: int, stop: int, device: str = "cpu",
-                buffers: ChunkBuffers | None = None) -> tuple[torch.Tensor, float]:
-    """(N, chunk) matrix of Δ_i = θ_i − θ_0 for rows [start, stop) of one tensor, and ‖θ_0‖² of them.
+def chunk_bytes(layout: RunLayout, items) -> int:
+    """Bytes `read_rows` needs for the largest of these chunks."""
+    largest = 0
+    for name, start, stop in items:
+        dtype = rows_dtype(reader.tensors[name].dtype for reader in (layout.base, *layout.readers))
+        numel = (stop - start) * layout.base.tensors[name].row_numel
+        largest = max(largest, (len(layout.readers) + 1) * numel * dtype.itemsize)
+    return largest
 
-    Rows travel to `device` as stored (bf16 is 2 bytes an element) and are converted there, to
-    float32 (bf16/fp16 checkpoints, exact) or float64 (anything else). With `buffers`, the
-    result is a view of `buffers.work`, valid until the buffers are used again.
+
+def read_rows(base: CheckpointReader, readers, name: str, start: int, stop: int,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """(N + 1, chunk) rows [start, stop) of one tensor: θ_0 first, then every checkpoint, as stored.
+
+    Nothing is converted (bf16 stays 2 bytes an element) unless checkpoints store the tensor in
+    different dtypes; then rows are float64, which holds every one of them exactly.
+    `out`: a uint8 buffer of at least `chunk_bytes` to read into, reused from chunk to chunk
+    (a fresh allocation of hundreds of MB page-faults on first touch, which costs more than
+    the copy itself); the result is then a view of it.
     """
-    dtype = delta_dtype(reader.tensors[name].dtype for reader in (base, *readers))
+    sources = (base, *readers)
+    dtype = rows_dtype(reader.tensors[name].dtype for reader in sources)
     numel = (stop - start) * base.tensors[name].row_numel
-    count = len(readers)
-    if device == "cpu" and buffers is not None:
-        matrix = buffers.work[:(count + 2) * numel * dtype.itemsize].view(dtype).view(count + 2, numel)
-    else:
-        matrix = torch.empty((count + 2, numel), dtype=dtype, device=device)
-    deltas, base_rows, squares = matrix[:count], matrix[count], matrix[count + 1]
-    raw = None if buffers is None else buffers.raw
-    base_rows.copy_(base.read(name, start, stop, out=raw).reshape(-1))
-    for row, reader in enumerate(readers):
-        deltas[row].copy_(reader.read(name, start, stop, out=raw).reshape(-1))
-    deltas -= base_rows
-    # Squares of bf16/fp16 values are exact in float32; the sum runs in float64.
-    base_square = torch.mul(base_rows, base_rows, out=squares).sum(dtype=torch.float64)
-    return deltas, float(base_square)
+    nbytes = len(sources) * numel * dtype.itemsize
+    storage = torch.empty(nbytes, dtype=torch.uint8) if out is None else out[:nbytes]
+    rows = storage.view(dtype).view(len(sources), numel)
+    for row, reader in enumerate(sources):
+        same = reader.tensors[name].dtype == dtype
+        data = reader.read(name, start, stop, out=rows[row].view(torch.uint8) if same else None).reshape(-1)
+        if data.data_ptr() != rows[row].data_ptr():  # read elsewhere (.bin/.pt, or another dtype)
+            rows[row].copy_(data)
+    return rows
 
 
-def gram_block(deltas: torch.Tensor, device: str = "cpu") -> np.ndarray:
-    """Δ Δᵀ for one chunk, products and sums in float64, returned as a float64 numpy array.
+def gram_block(rows: torch.Tensor, device: str = "cpu") -> tuple[np.ndarray, float]:
+    """Δ Δᵀ (N × N, float64 numpy) and ‖θ_0‖² for one chunk of `read_rows`.
 
-    On the CPU: numpy's `a @ a.T` (BLAS syrk, half the work of a general product), column block
-    by column block so each float64 block is converted and multiplied while it is in cache.
+    Every step is exact but the float64 sums: stored values convert exactly to float64, the
+    difference of two bf16/fp16/fp32 values is exact in float64 (float64 inputs round as a
+    float64 brute force does), and products of such differences are exact too.
+    On the CPU the chunk goes through in column blocks of BLOCK_BYTES: convert to float64,
+    subtract θ_0, numpy's `a @ a.T` (BLAS syrk, half the work of a general product).
+    On a GPU the rows travel as stored (bf16: 2 bytes an element) and all of it happens there.
     """
-    if device != "cpu" or deltas.device.type != "cpu":
-        deltas = deltas.to(device).to(torch.float64)
-        return (deltas @ deltas.T).cpu().numpy()
-    matrix = deltas.numpy()
-    gram = np.zeros((matrix.shape[0], matrix.shape[0]))
-    block = np.empty((matrix.shape[0], min(BLOCK_COLUMNS, matrix.shape[1])))
-    for first in range(0, matrix.shape[1], BLOCK_COLUMNS):
-        columns = matrix[:, first:first + BLOCK_COLUMNS]
-        if columns.dtype != np.float64:
-            block[:, :columns.shape[1]] = columns  # exact float32 → float64 conversion
-            columns = block[:, :columns.shape[1]]
-        gram += columns @ columns.T
-    return gram
+    if device != "cpu":
+        values = rows.to(device).to(torch.float64)
+        deltas = values[1:] - values[0]
+        return (deltas @ deltas.T).cpu().numpy(), float(values[0] @ values[0])
+    count, numel = rows.shape[0] - 1, rows.shape[1]
+    columns = max(1024, BLOCK_BYTES // (8 * (count + 1)))
+    scratch = torch.empty((count + 1) * min(columns, numel), dtype=torch.float64)
+    gram, base_square = np.zeros((count, count)), 0.0
+    for first in range(0, numel, columns):
+        width = min(columns, numel - first)
+        block = scratch[:(count + 1) * width].view(count + 1, width)
+        block.copy_(rows[:, first:first + width])
+        block[1:] -= block[0]
+        base_square += float(block[0].dot(block[0]))  # torch: numpy's dot would wake BLAS threads
+        deltas = block[1:].numpy()
+        gram += deltas @ deltas.T
+    return gram, base_square
 
 
 def resolve_device(device: str) -> str:
@@ -299,25 +280,24 @@ def _gram_pass(layout: RunLayout, chunk_mb: float, device: str, progress, prefet
     started, done_bytes, done_tensors = time.perf_counter(), 0, 0
     bytes_per_row = {name: sum(reader.tensors[name].row_numel * reader.tensors[name].dtype.itemsize
                                for reader in (layout.base, *layout.readers)) for name in layout.names}
-
-    # Two sets of buffers with prefetch: chunk k+1 is read into one while chunk k, in the other,
-    # is multiplied; chunk k+2 reuses k's set only after k's product is done.
-    buffer_sets = [ChunkBuffers.for_items(layout, items, device) for _ in range(2 if prefetch else 1)]
+    # Two read buffers with prefetch: chunk k+1 is read into one while chunk k, in the other, is
+    # multiplied; chunk k+2 is read into k's buffer only after k's product is done.
+    buffers = [torch.empty(chunk_bytes(layout, items), dtype=torch.uint8) for _ in range(2 if prefetch else 1)]
 
     def load(number):
-        return read_deltas(layout.base, layout.readers, *items[number], device=device,
-                           buffers=buffer_sets[number % len(buffer_sets)])
+        return read_rows(layout.base, layout.readers, *items[number], out=buffers[number % len(buffers)])
 
     with ThreadPoolExecutor(max_workers=1) as prefetcher:
         submit = prefetcher.submit if prefetch else _Deferred
         pending = submit(load, 0) if items else None
         for number, (name, start, stop) in enumerate(items):
-            deltas, base_square = pending.result()
+            rows = pending.result()
             pending = submit(load, number + 1) if number + 1 < len(items) else None
             index = position[name]
-            gram[index] += gram_block(deltas, device)
+            block, base_square = gram_block(rows, device)
+            gram[index] += block
             base_sq_norm[index] += base_square
-            del deltas
+            del rows
             last_chunk_of_tensor = number + 1 == len(items) or items[number + 1][0] != name
             if last_chunk_of_tensor:
                 if not np.isfinite(gram[index]).all() or not np.isfinite(base_sq_norm[index]):
@@ -325,10 +305,10 @@ def _gram_pass(layout: RunLayout, chunk_mb: float, device: str, progress, prefet
                         pending.cancel()
                     raise _locate_non_finite(layout, name)
                 done_tensors += 1
-            chunk_bytes = (stop - start) * bytes_per_row[name]
-            done_bytes += chunk_bytes
+            chunk_size = (stop - start) * bytes_per_row[name]
+            done_bytes += chunk_size
             elapsed = max(time.perf_counter() - started, 1e-9)
-            bar.update(chunk_bytes)
+            bar.update(chunk_size)
             bar.set_postfix_str(f"{done_tensors / elapsed:.1f} tensors/s", refresh=False)
             if callable(progress):
                 progress(done_bytes / max(total_bytes, 1),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from relex_core.gram import compute_gram, gram_block, open_layout, read_deltas
+from relex_core.gram import compute_gram, gram_block, open_layout, read_rows
 from relex_core.io.discover import open_run
 from relex_core.synthetic import make_run
 
@@ -34,19 +34,18 @@ def test_gram_on_cuda_equals_the_cpu_gram(tmp_path, dtype):
 
 
 @needs_cuda
-def test_deltas_are_converted_and_subtracted_on_the_gpu(tmp_path):
-    layout = open_layout(open_run(make_run(tmp_path / "run", dtype=torch.bfloat16, steps=(10, 20))))
+def test_a_chunk_multiplied_on_the_gpu_equals_the_cpu_block(tmp_path):
+    layout = open_layout(open_run(make_run(tmp_path / "run", dtype=torch.bfloat16, steps=(10, 20, 30))))
     try:
         name = layout.names[0]
-        rows = layout.base.tensors[name].rows
-        on_gpu, base_square_gpu = read_deltas(layout.base, layout.readers, name, 0, rows, device="cuda")
-        on_cpu, base_square_cpu = read_deltas(layout.base, layout.readers, name, 0, rows)
+        rows = read_rows(layout.base, layout.readers, name, 0, layout.base.tensors[name].rows)
     finally:
         layout.close()
-    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.float32  # bf16 deltas are exact in float32
-    assert torch.equal(on_gpu.cpu(), on_cpu)
+    assert rows.dtype == torch.bfloat16  # rows travel to the GPU as stored
+    on_gpu, base_square_gpu = gram_block(rows, "cuda")
+    on_cpu, base_square_cpu = gram_block(rows)
+    np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-12)
     assert base_square_gpu == pytest.approx(base_square_cpu, rel=1e-12)
-    np.testing.assert_allclose(gram_block(on_gpu, "cuda"), gram_block(on_cpu), rtol=1e-12)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
