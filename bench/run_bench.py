@@ -59,9 +59,9 @@ class BenchConfig:
     checkpoint_counts: tuple = (5, 10, 20)
     warm_sizes: tuple = ("mini",)          # sizes small enough to measure with the run in the page cache
     headline: tuple = ("0.5B", 20)         # the target run: analyze ≤ 1.5× floor, peak RSS ≤ 1.5 GB
-    naive: tuple = ("mini", 10)            # naive SVD against relex on this run
+    # naive SVD against relex: (size, T, SVD dtype); float32 as reference scripts do, float64 to check accuracy
+    naive_runs: tuple = (("mini", 10, "float32"), ("mini", 5, "float64"))
     export_runs: tuple = (("0.5B", 20), ("mini", 20))  # extrapolate against its floor on these
-    naive_dtype: str = "float32"
     repeats: int = 2                       # floor/relex pairs per scaling row (alternating order)
     chunk_mb: float = 256
     window_tensors: int = 290              # Qwen2-0.5B has 290 analysed tensors
@@ -75,7 +75,7 @@ class BenchConfig:
     def smoke(cls, data) -> "BenchConfig":
         tiny = dict(TINY)
         return cls(data=Path(data), sizes={"tiny": tiny}, checkpoint_counts=(4,), warm_sizes=("tiny",),
-                   headline=("tiny", 4), naive=("tiny", 4), export_runs=(("tiny", 4),), naive_dtype="float64", repeats=1,
+                   headline=("tiny", 4), naive_runs=(("tiny", 4, "float64"),), export_runs=(("tiny", 4),), repeats=1,
                    window_tensors=12, window_checkpoints=12, window_trials=5, ablations=False,
                    before_commit=None, shard_gb=0.00002)
 
@@ -205,27 +205,29 @@ def scaling(config: BenchConfig, runs: dict, work: Path, log) -> list[dict]:
     return table
 
 
-def naive_comparison(config: BenchConfig, runs: dict, table: list[dict], work: Path, log) -> dict:
-    """Naive full-SVD script against relex analyze on the same run, and their largest disagreement."""
-    size, count = config.naive
-    run = runs[(size, count)]
-    cached = size in config.warm_sizes
-    log(f"naive SVD on {size} T={count}")
-    prepare_cache(run_files(run), cached)
-    out = work / "naive.csv"
-    naive = measure([PYTHON, str(REPO / "bench" / "naive.py"), str(run), str(out), "--dtype", config.naive_dtype])
-    relex_rows = [row for row in table if row["model"] == size and row["T"] == count]
-    relex = pd.read_csv(Path(relex_rows[0]["relex_out"]) / "tensors.csv").set_index("tensor")
-    reference = pd.read_csv(out).set_index("tensor").loc[relex.index]
-    differences = {}
-    for column in ("sigma_1", "energy_rank1", "slope", "r2"):
-        scale = np.abs(reference[column]).clip(lower=1e-300)
-        differences[column] = float((np.abs(relex[column] - reference[column]) / scale).max())
-    return {"model": size, "T": count, "cache": "warm" if cached else "cold", "dtype": config.naive_dtype,
-            "naive_s": naive["seconds"], "naive_peak_mb": naive["peak_rss_mb"],
-            "relex_s": float(np.median([row["relex_s"] for row in relex_rows])),
-            "relex_peak_mb": float(max(row["relex_peak_mb"] for row in relex_rows)),
-            "tensors": len(relex), "max_relative_difference": differences}
+def naive_comparison(config: BenchConfig, runs: dict, table: list[dict], work: Path, log) -> list[dict]:
+    """Naive full-SVD script against relex analyze on the same runs, and their largest disagreement."""
+    comparisons = []
+    for size, count, dtype in config.naive_runs:
+        run = runs[(size, count)]
+        cached = size in config.warm_sizes
+        log(f"naive {dtype} SVD on {size} T={count}")
+        prepare_cache(run_files(run), cached)
+        out = work / f"naive-{size}-{count}-{dtype}.csv"
+        naive = measure([PYTHON, str(REPO / "bench" / "naive.py"), str(run), str(out), "--dtype", dtype])
+        relex_rows = [row for row in table if row["model"] == size and row["T"] == count]
+        relex = pd.read_csv(Path(relex_rows[0]["relex_out"]) / "tensors.csv").set_index("tensor")
+        reference = pd.read_csv(out).set_index("tensor").loc[relex.index]
+        differences, worst = {}, {}
+        for column in ("sigma_1", "energy_rank1", "slope", "r2"):
+            relative = np.abs(relex[column] - reference[column]) / np.abs(reference[column]).clip(lower=1e-300)
+            differences[column], worst[column] = float(relative.max()), str(relative.idxmax())
+        comparisons.append({"model": size, "T": count, "cache": "warm" if cached else "cold", "dtype": dtype,
+                            "naive_s": naive["seconds"], "naive_peak_mb": naive["peak_rss_mb"],
+                            "relex_s": float(np.median([row["relex_s"] for row in relex_rows])),
+                            "relex_peak_mb": float(max(row["relex_peak_mb"] for row in relex_rows)),
+                            "tensors": len(relex), "max_relative_difference": differences, "worst_tensor": worst})
+    return comparisons
 
 
 def export_comparison(config: BenchConfig, runs: dict, work: Path, log) -> list[dict] | None:
@@ -362,7 +364,7 @@ def ablations(config: BenchConfig, runs: dict, log) -> list[dict]:
 
 def before_after(config: BenchConfig, runs: dict, work: Path, log) -> list[dict]:
     """`relex analyze` from the commit before this branch against this checkout, same run, alternating."""
-    size, count = config.naive
+    size, count, _ = config.naive_runs[0]
     run = runs[(size, count)]
     old = work / "before"
     old.mkdir()
@@ -401,8 +403,42 @@ def _table(frame: pd.DataFrame, formats: dict) -> str:
     return header + "\n".join(lines) + "\n"
 
 
-def write_report(results: dict, path: Path, command: str) -> None:
-    info, config = results["machine"], results["config"]
+DESIGN_NOTES = """## How the pass spends its time
+
+- A background thread reads each chunk with `pread`, as stored (bf16: 2 bytes an element), into one of two
+  reused buffers; the main thread takes cache-sized column blocks of it, converts them to float64, subtracts
+  θ_0 and multiplies with BLAS syrk (numpy `a @ a.T`). Nothing is memory-mapped, so peak RSS is a few chunks
+  plus the interpreter, whatever the run's size or T.
+- The product is T/2 multiply-adds per stored element of each checkpoint, in float64 (the exactness the
+  Gram identities rely on). On this CPU BLAS manages roughly 0.3–0.6 G element·checkpoints/s per core for
+  this skinny shape, so warm runs and large T are compute-bound (the ratio to the read floor grows with T),
+  while cold runs are bounded by the disk and the product hides behind the reads.
+- Changes on this branch, from profiles taken while developing (single runs on this shared machine):
+  safetensors rows are read with `pread` instead of through a memory map (a mapped run counted in RSS: 4.3 GB
+  peak for a 3.7 GB run); read and conversion buffers are reused (fresh multi-MB allocations page-fault:
+  reads and conversions ran 2–5× slower); torch runs one thread during the pass (two OpenMP threads on two
+  shared cores made the conversions ~10× slower); the product is numpy's syrk on float64 blocks instead of
+  torch's MKL GEMM (2–3× slower on this AMD CPU for a (T × k)(k × T) product); a `dot` on the base rows goes
+  through torch (numpy's woke BLAS threads and cost more than the product).
+- `relex extrapolate` (relex_core/export.py, another helper's file, not changed here), profiled with cProfile
+  at commit 06eaa77 on the warm mini run (T = 20): ~10.6 s against a 0.9 s floor in-process; the main thread
+  waited ~60% of the time on the export's reading thread (each window checkpoint converted to float64 in fresh
+  buffers, with torch's two threads) and spent ~30% in the float64 weighted sum. A prototype of the same loop
+  on `gram.read_rows` (reused buffers, stored dtype) with cache-sized float64 blocks and one torch thread ran
+  in 2.4 s (without the writes): that is the change suggested to the export's owner.
+- Window change: `WindowFit` is dominated by numpy's batched `eigh` of the (tensors, T, T) window Grams, which
+  grows as T³; torch's eigh was slower on this CPU. Large windows (T ≈ 100) miss the 100 ms target here;
+  eigenvalues alone (`eigvalsh`) plus the top-k eigenvectors would cut it (window.py is not this branch's file).
+- Prefetch (reading the next chunk while this one is multiplied) is measured in the variants table above:
+  it overlaps disk reads with the product; on a warm run both threads compete for the same two cores.
+- GPU (`--device cuda`): rows travel as stored and are converted, differenced and multiplied in float64 on
+  the device. Not measured here (no GPU lent to this session); tests/test_cuda.py checks it against the CPU
+  where a GPU exists.
+"""
+
+
+def write_report(results: dict, path: Path) -> None:
+    info, config, command = results["machine"], results["config"], results["command"]
     table = pd.DataFrame(results["scaling"])
     head_size, head_count = config["headline"]
     headline = table[(table.model == head_size) & (table["T"] == head_count)]
@@ -417,7 +453,9 @@ def write_report(results: dict, path: Path, command: str) -> None:
         "one direction at constant speed plus a random walk, ‖Δ‖/‖θ_0‖ ≈ 1e-3 at the last step.",
         "Sizes: " + "; ".join(f"{size} = {results['runs'][size]['parameters'] / 1e6:.3g}M parameters "
                               f"({json.dumps(results['runs'][size]['generation']['run']['dims'])})"
-                              for size in config["sizes"]) + ".",
+                              for size in config["sizes"]) + ". Generated once, reused if present: " +
+        "; ".join(f"{size} {results['runs'][size]['generation']['bytes'] / 1e9:.1f} GB in "
+                  f"{results['runs'][size]['generation']['seconds']:.0f} s" for size in config["sizes"]) + ".",
         "Cold = the run's files evicted from the page cache before each command (runs bigger than the cache "
         "are read from disk in real use); warm = read once before each command. Wall times include starting "
         "Python and importing torch (~2 s) for both the floor and relex.", "",
@@ -430,14 +468,23 @@ def write_report(results: dict, path: Path, command: str) -> None:
         f"max {headline.relex_peak_mb.max():.0f} MB.", ""]
     naive = results.get("naive")
     if naive:
-        lines += [f"## 3. Naive full SVD against relex ({naive['model']}, T = {naive['T']}, {naive['cache']})", "",
-                  "| method | wall s | peak RSS MB |", "|---|---|---|",
-                  f"| naive (bench/naive.py, {naive['dtype']} SVD) | {naive['naive_s']:.1f} | {naive['naive_peak_mb']:.0f} |",
-                  f"| relex analyze (median of the scaling rows) | {naive['relex_s']:.1f} | {naive['relex_peak_mb']:.0f} |", "",
-                  f"Speed-up {naive['naive_s'] / naive['relex_s']:.1f}×, memory {naive['naive_peak_mb'] / naive['relex_peak_mb']:.1f}× "
-                  f"less. Largest relative difference over {naive['tensors']} tensors (relex vs naive): "
-                  + ", ".join(f"{column} {value:.1e}" for column, value in naive["max_relative_difference"].items())
-                  + (" (float32 SVD: differences at float32 precision are expected)." if naive["dtype"] == "float32" else "."), ""]
+        lines += ["## 3. Naive full SVD against relex (same run, same cache state)", "",
+                  "bench/naive.py loads every checkpoint, stacks each tensor's deltas and takes torch.linalg.svd; "
+                  "relex is `relex analyze` from the scaling rows (median). Differences: largest over tensors of "
+                  "|relex − naive| / |naive|.", "",
+                  "| run | naive SVD dtype | naive s | relex s | speed-up | naive peak MB | relex peak MB | memory ÷ "
+                  "| Δ sigma_1 | Δ energy_rank1 | Δ slope | Δ r2 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for row in naive:
+            difference = row["max_relative_difference"]
+            lines.append(f"| {row['model']} T = {row['T']} ({row['cache']}) | {row['dtype']} | {row['naive_s']:.1f} | "
+                         f"{row['relex_s']:.1f} | {row['naive_s'] / row['relex_s']:.1f}× | {row['naive_peak_mb']:.0f} | "
+                         f"{row['relex_peak_mb']:.0f} | {row['naive_peak_mb'] / row['relex_peak_mb']:.1f}× | "
+                         + " | ".join(f"{difference[column]:.1e}" for column in ("sigma_1", "energy_rank1", "slope", "r2"))
+                         + " |")
+        worst = {row["worst_tensor"]["sigma_1"] for row in naive if row["dtype"] == "float32"}
+        lines += ["", "Against a float64 SVD the differences are float64 rounding."
+                  + (" A float32 SVD (what scripts usually run) is itself off by the Δ shown, worst on "
+                     f"{', '.join(sorted(worst))}." if worst else ""), ""]
     export = results.get("export")
     lines += ["## 4. `relex extrapolate` against its floor", ""]
     if export:
@@ -469,14 +516,19 @@ def write_report(results: dict, path: Path, command: str) -> None:
                      {"parameters": "{:.3g}", "GB": "{:.2f}", "floor_s": "{:.1f}", "relex_s": "{:.1f}",
                       "ratio": "{:.2f}", "relex_GBps": "{:.2f}", "relex_peak_mb": "{:.0f}"}), ""]
     if results.get("ablations"):
+        variants = pd.DataFrame(results["ablations"])
+        default, floor = variants.seconds.iloc[0], variants.seconds.iloc[-2]
         lines += ["## Pass variants (warm run; the pass in-process, in this order; the floor in-process time)", "",
-                  _table(pd.DataFrame(results["ablations"]), {"seconds": "{:.2f}"}), ""]
+                  _table(variants, {"seconds": "{:.2f}"}), "",
+                  f"In-process, without Python's start-up, the warm pass takes {default / floor:.1f}× the read floor "
+                  "(first default row ÷ 1-thread floor): warm runs are bound by the float64 product, see below. "
+                  "The end-to-end ratios above are smaller because both sides pay the same start-up.", ""]
     if results.get("before_after"):
-        size, count = config["naive"]
+        size, count, _ = config["naive_runs"][0]
         lines += [f"## Before / after this branch (`relex analyze`, {size}, T = {count}, warm; before = commit "
                   f"{config['before_commit']})", "",
                   _table(pd.DataFrame(results["before_after"]), {"seconds": "{:.1f}", "peak_rss_mb": "{:.0f}"}), ""]
-    lines += results.get("notes", [])
+    lines += [DESIGN_NOTES]
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 
@@ -486,7 +538,7 @@ def run_benchmark(config: BenchConfig, out: Path, command: str = "", log=print) 
     results = {"machine": machine(),
                "config": {"sizes": {k: v for k, v in config.sizes.items()}, "headline": config.headline,
                           "before_commit": config.before_commit, "chunk_mb": config.chunk_mb,
-                          "naive": config.naive},
+                          "naive_runs": config.naive_runs},
                "runs": {size: {"parameters": runs[size]["parameters"], "generation": runs[size]["generation"]}
                         for size in config.sizes}}
     with tempfile.TemporaryDirectory(dir=config.data, prefix="work-") as work:
@@ -501,8 +553,9 @@ def run_benchmark(config: BenchConfig, out: Path, command: str = "", log=print) 
             results["before_after"] = before_after(config, runs, work, log)
     for row in results["scaling"]:
         row.pop("relex_out")
-    write_report(results, out, command)
+    results["command"] = command
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
+    write_report(results, out)
     return results
 
 
@@ -512,7 +565,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds (what the test suite runs)")
     parser.add_argument("--repeats", type=int, default=None, help="floor/relex pairs per row (default 2)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite OUT from OUT's .json, measure nothing")
     args = parser.parse_args()
+    if args.report_only:
+        write_report(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out))
+        return
     config = BenchConfig.smoke(args.data) if args.smoke else BenchConfig(data=Path(args.data))
     if args.repeats:
         config.repeats = args.repeats

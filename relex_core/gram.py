@@ -4,8 +4,8 @@ Every byte of every checkpoint is read once. Tensors are cut into row chunks who
 by `chunk_mb`, so memory does not grow with the model or with the number of checkpoints. A
 background thread reads the next chunk, as stored, while this one is multiplied (pread, torch
 and BLAS all release the GIL). The product runs in float64 on cache-sized column blocks:
-convert, subtract θ_0, BLAS syrk. Only the float64 sums round: the deltas and their products
-are exact for bf16/fp16/fp32 checkpoints.
+convert, subtract θ_0, BLAS syrk. The deltas are exact for bf16/fp16/fp32 checkpoints; products
+and sums round as in a float64 brute force.
 
 The unit of work, `read_rows` + `gram_block` on (name, start, stop), is a plain function of the
 tensor name, the checkpoint files and a row range, so the pass can be spread over many
@@ -187,9 +187,9 @@ def read_rows(base: CheckpointReader, readers, name: str, start: int, stop: int,
 def gram_block(rows: torch.Tensor, device: str = "cpu") -> tuple[np.ndarray, float]:
     """Δ Δᵀ (N × N, float64 numpy) and ‖θ_0‖² for one chunk of `read_rows`.
 
-    Every step is exact but the float64 sums: stored values convert exactly to float64, the
-    difference of two bf16/fp16/fp32 values is exact in float64 (float64 inputs round as a
-    float64 brute force does), and products of such differences are exact too.
+    Precision is a float64 brute force's: stored values convert exactly to float64, the
+    difference of two bf16/fp16/fp32 values is exact in float64 (and products of bf16/fp16
+    differences are too); the rest rounds in float64.
     On the CPU the chunk goes through in column blocks of BLOCK_BYTES: convert to float64,
     subtract θ_0, numpy's `a @ a.T` (BLAS syrk, half the work of a general product).
     On a GPU the rows travel as stored (bf16: 2 bytes an element) and all of it happens there.

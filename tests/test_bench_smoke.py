@@ -21,8 +21,8 @@ def test_benchmark_runs_end_to_end_and_relex_matches_the_naive_svd(tmp_path):
     results = run_benchmark(config, report, command="pytest smoke", log=lambda message: None)
 
     # relex's Gram-only numbers equal a float64 full SVD of the stacked deltas
-    naive = results["naive"]
-    assert naive["tensors"] == 26
+    (naive,) = results["naive"]
+    assert naive["dtype"] == "float64" and naive["tensors"] == 26
     for column, difference in naive["max_relative_difference"].items():
         assert difference < 1e-8, column
     # every measurement ran and was timed, with the bytes the floor read
