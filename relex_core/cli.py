@@ -29,6 +29,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_fit(args) -> WindowFit:
     run = open_run(args.run, base=args.base)
     _refuse_inside_run(args.cache_dir, run, "cache folder")
+    if getattr(args, "out", None) is not None:  # a bad --out must fail before the pass, not after it
+        _check_output_path(args.out, run)
     run_gram = compute_gram(run, cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
                             device=args.device, progress=not args.quiet)
     for note in run_gram.notes:
@@ -48,11 +50,16 @@ def _refuse_inside_run(path, run, what: str) -> None:
             raise RelexError(f"{what} must not be inside the run's checkpoints ({root})", path=target)
 
 
-def _output_folder(path, run) -> Path:
+def _check_output_path(path, run) -> Path:
     _refuse_inside_run(path, run, "output folder")
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise RelexError("output path is an existing file, not a folder", path=folder)
+    return folder
+
+
+def _output_folder(path, run) -> Path:
+    folder = _check_output_path(path, run)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
