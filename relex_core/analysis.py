@@ -71,11 +71,12 @@ class WindowFit:
             raise RelexError(f"fit degree {degree} needs 1 or 2 and more than {degree} window checkpoints")
         self.rank, self.degree = rank, degree
         gram_rows = run_gram.gram[:, self.window_positions, :]
-        self.decomposition = maths.decompose(gram_rows[:, :, self.window_positions])
+        # sigma_2 is reported even at rank 1, so at least two components are solved for.
+        self.decomposition = maths.decompose(gram_rows[:, :, self.window_positions], components=max(rank, 2))
         self.coefficients = maths.coefficients(self.decomposition, gram_rows, rank)
         self.trend = maths.fit_trend(self.window_steps, self.coefficients[:, :, self.window_positions], degree)
-        self.energy_rank1 = maths.energy_fraction(self.decomposition.sigma, 1)
-        self.energy_rank_k = maths.energy_fraction(self.decomposition.sigma, rank)
+        self.energy_rank1 = maths.energy_fraction(self.decomposition, 1)
+        self.energy_rank_k = maths.energy_fraction(self.decomposition, rank)
 
     # ---------------------------------------------------------------- predictions
     @property
@@ -178,7 +179,7 @@ class WindowFit:
         last = self.last_position
         parts = pd.DataFrame({
             "numel": self.run_gram.numels, "lambda_1": squares[:, 0], "lambda_k": squares[:, :self.rank].sum(axis=1),
-            "lambda_total": squares.sum(axis=1), "ss_residual": residual[:, 0], "ss_total": total[:, 0],
+            "lambda_total": self.decomposition.total_energy, "ss_residual": residual[:, 0], "ss_total": total[:, 0],
             "update_sq": self.run_gram.gram[:, last, last], "base_sq": self.run_gram.base_sq_norm})
         labels = self._labels()
         if by == "model":
@@ -265,7 +266,8 @@ class WindowFit:
 
 def spectrum_frame(fit: WindowFit) -> pd.DataFrame:
     """Trajectory singular values of every tensor. Columns: tensor, layer, module, index (1…T), sigma."""
-    sigma = fit.decomposition.sigma
+    positions = fit.window_positions
+    sigma = np.sqrt(np.clip(np.linalg.eigvalsh(fit.run_gram.gram[:, positions][:, :, positions])[:, ::-1], 0, None))
     labels = fit._labels()
     n_tensors, size = sigma.shape
     return pd.DataFrame({"tensor": np.repeat(labels["tensor"].to_numpy(), size),
@@ -282,14 +284,14 @@ def stability_frame(run_gram: RunGram, window_ends=None, start=None, reference=N
     """
     steps = run_gram.steps
     reference_positions = window_positions(steps, reference)
-    reference_decomposition = maths.decompose(run_gram.gram[:, reference_positions][:, :, reference_positions])
+    reference_decomposition = maths.decompose(run_gram.gram[:, reference_positions][:, :, reference_positions], 1)
     first = steps[0] if start is None else start
     if window_ends is None:
         window_ends = [step for step in steps if np.sum((steps >= first) & (steps <= step)) >= 2]
     records = []
     for end in window_ends:
         positions = window_positions(steps, (first, end))
-        decomposition = maths.decompose(run_gram.gram[:, positions][:, :, positions])
+        decomposition = maths.decompose(run_gram.gram[:, positions][:, :, positions], 1)
         overlap = maths.direction_overlap(decomposition, reference_decomposition,
                                           run_gram.gram[:, positions][:, :, reference_positions])
         scale = decomposition.sigma[:, 0] * reference_decomposition.sigma[:, 0]

@@ -1,0 +1,26 @@
+# Two entry points: `make dashboard` and `make test`. Both create .venv and install into it.
+VENV   ?= .venv
+PYTHON := $(VENV)/bin/python
+PORT   ?= 8501
+
+$(VENV)/.runtime: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -r requirements.txt -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PYTHON) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# Headless Chromium for the browser test (Debian's package; needs root or sudo).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+dashboard: $(VENV)/.runtime
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
+
+test: $(VENV)/.dev chromium
+	$(PYTHON) -m pytest -q
+
+.PHONY: chromium dashboard test

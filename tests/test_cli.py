@@ -1,0 +1,74 @@
+"""`relex analyze` and `relex backtest` as a user runs them: subprocesses writing CSVs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from relex_core import WindowFit, compute_gram, open_run
+from relex_core.synthetic import make_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def relex(*arguments, cache_dir):
+    return subprocess.run([sys.executable, "-m", "relex_core", *map(str, arguments), "--cache-dir", str(cache_dir),
+                           "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("cli") / "run", steps=(10, 20, 30, 40, 50, 60), dtype=torch.bfloat16,
+                    relative_update=1e-2)
+
+
+def test_analyze_writes_the_tensor_table_and_summaries(run_folder, tmp_path):
+    result = relex("analyze", run_folder, "--out", tmp_path / "out", "--window", "0:40", "--rank", "2",
+                   cache_dir=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    tensors = pd.read_csv(tmp_path / "out/tensors.csv")
+    for column in ("tensor", "layer", "module", "numel", "sigma_1", "sigma_2", "energy_rank1", "slope",
+                   "intercept", "r2"):
+        assert column in tensors.columns
+    fit = WindowFit(compute_gram(open_run(run_folder), cache_dir=tmp_path / "cache", progress=False), "0:40", rank=2)
+    expected = fit.tensors_frame()
+    assert list(tensors.tensor) == list(expected.tensor)
+    np.testing.assert_allclose(tensors.sigma_1, expected.sigma_1, rtol=1e-12)
+    np.testing.assert_allclose(tensors.r2, expected.r2, rtol=1e-12)
+    for name in ("layers.csv", "modules.csv", "model.csv", "coefficients.csv", "spectra.csv", "stability.csv"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert "energy_rank1" in result.stdout
+
+
+def test_backtest_writes_one_row_per_later_checkpoint_and_method(run_folder, tmp_path):
+    result = relex("backtest", run_folder, "--window", "10:30", "--out", tmp_path / "out", cache_dir=tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(tmp_path / "out/backtest.csv")
+    assert list(frame.columns[:4]) == ["target_step", "method", "rel_error", "cosine"]
+    assert sorted(zip(frame.target_step, frame.method)) == sorted(
+        (step, method) for step in (40, 50, 60) for method in ("relex", "last", "linear"))
+    expected = WindowFit(compute_gram(open_run(run_folder), cache_dir=tmp_path / "c", progress=False),
+                         "10:30").backtest_frame()
+    np.testing.assert_allclose(frame.rel_error, expected.rel_error, rtol=1e-12)
+
+
+def test_user_errors_print_one_line_and_exit_2(run_folder, tmp_path):
+    result = relex("backtest", run_folder, "--window", "0:10", "--out", tmp_path / "out", cache_dir=tmp_path / "c")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "at least two" in result.stderr
+    missing = relex("analyze", tmp_path / "nowhere", "--out", tmp_path / "out", cache_dir=tmp_path / "c")
+    assert missing.returncode == 2 and str(tmp_path / "nowhere") in missing.stderr
+
+
+def test_outputs_are_never_written_inside_the_run(run_folder, tmp_path):
+    before = sorted((path, path.stat().st_mtime_ns) for path in run_folder.rglob("*"))
+    result = relex("analyze", run_folder, "--out", run_folder / "analysis", cache_dir=tmp_path / "c")
+    assert result.returncode == 2 and "inside the run" in result.stderr
+    cache_inside = relex("analyze", run_folder, "--out", tmp_path / "out", cache_dir=run_folder / "cache")
+    assert cache_inside.returncode == 2
+    assert sorted((path, path.stat().st_mtime_ns) for path in run_folder.rglob("*")) == before
