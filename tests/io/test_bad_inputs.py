@@ -14,7 +14,7 @@ The subprocesses are started together by a module fixture (two at a time), becau
 spends ~2 s importing torch; the table below is still one test per case.
 """
 
-import ctypes
+import functools
 import json
 import os
 import shutil
@@ -347,29 +347,33 @@ def snapshot(folder: Path) -> dict:
     return entries
 
 
-def _drop_root_file_access():
-    """In the child: give up root's right to read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH),
-    so mode 000 really denies access as it would for a normal user."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+# Run as root, mode 000 denies nothing. This prefix drops root's right to read any file
+# (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) from the bounding set, then execs the command, so the
+# permission error the test sees is the real one a normal user would get.
+DROP_ROOT_FILE_ACCESS = [sys.executable, "-c", """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for capability in (1, 2):
+    if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+        sys.exit("cannot drop root's file access: " + os.strerror(ctypes.get_errno()))
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""]
 
 
-def can_drop_root_file_access() -> bool:
-    try:
-        probe = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_drop_root_file_access)
-    except (OSError, subprocess.SubprocessError):
+@functools.cache
+def root_cannot_be_denied() -> bool:
+    """True when running as root and root's file access cannot be dropped: mode 000 then denies nothing."""
+    if os.geteuid() != 0:
         return False
-    return probe.returncode == 0
+    return subprocess.run([*DROP_ROOT_FILE_ACCESS, "-c", "pass"], capture_output=True).returncode != 0
 
 
-def relex(*args, drop_file_permissions=False, env=None, timeout=120) -> subprocess.CompletedProcess:
-    """Run `python -m relex_core ...` from the repository root."""
-    needs_drop = drop_file_permissions and os.geteuid() == 0
-    return subprocess.run([sys.executable, "-m", "relex_core", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env,
-                          preexec_fn=_drop_root_file_access if needs_drop else None)
+def relex(*args, drop_file_permissions=False, timeout=120) -> subprocess.CompletedProcess:
+    """Run `python -m relex_core ...` from the repository root (as a user mode 000 denies, if asked)."""
+    command = [sys.executable, "-m", "relex_core", *map(str, args)]
+    if drop_file_permissions and os.geteuid() == 0 and not root_cannot_be_denied():
+        command = [*DROP_ROOT_FILE_ACCESS, *command[1:]]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass
@@ -408,7 +412,7 @@ def outcomes(tmp_path_factory):
 def test_bad_input_fails_cleanly(build, outcomes):
     outcome = outcomes[build]
     setup, result = outcome.setup, outcome.result
-    if setup.drop_file_permissions and os.geteuid() == 0 and not can_drop_root_file_access():
+    if setup.drop_file_permissions and root_cannot_be_denied():
         pytest.skip("running as root without CAP_SETPCAP: mode 000 cannot deny reads here")
     assert "Traceback" not in result.stderr
     if setup.succeeds:
