@@ -203,3 +203,60 @@ def test_stale_temporary_cache_files_are_swept(tmp_path):
     os.utime(stale, (an_hour_and_more, an_hour_and_more))
     compute_gram(open_run(run), cache_dir=cache_dir, progress=False)
     assert not stale.exists() and live.exists()
+
+
+# ---- exports: a destination appears whole or not at all
+
+@pytest.fixture(scope="module")
+def clean_export(slow_run, reference, tmp_path_factory):
+    """An uninterrupted export of the slow run (in-process CLI, Gram from the reference cache)."""
+    destination = tmp_path_factory.mktemp("clean-export") / "exported"
+    assert main(["extrapolate", str(slow_run), "--target", "120", "--out", str(destination),
+                 "--cache-dir", str(reference[0].parent / "cache"), "--quiet"]) == 0
+    return destination
+
+
+def export(run, destination, cache_dir, *extra) -> subprocess.Popen:
+    command = [sys.executable, "-m", "relex_core", "extrapolate", str(run), "--target", "120",
+               "--out", str(destination), "--cache-dir", str(cache_dir), "--quiet", *extra]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start_export_and_wait_for_weights(run, destination, cache_dir) -> subprocess.Popen:
+    """Start a slow export (tiny chunks) and return once it has begun writing a shard."""
+    process = export(run, destination, cache_dir, "--chunk-mb", SLOW_CHUNK_MB)
+    deadline = time.monotonic() + 60
+    while not any(shard.stat().st_size for shard in destination.parent.glob(f".{destination.name}.relex-*/*.safetensors")):
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "the export never started writing"
+        time.sleep(0.01)
+    return process
+
+
+def test_export_killed_mid_way_leaves_no_destination(slow_run, reference, clean_export, tmp_path):
+    cache_dir = reference[0].parent / "cache"
+    destination = tmp_path / "exported"
+    process = start_export_and_wait_for_weights(slow_run, destination, cache_dir)
+    process.send_signal(signal.SIGKILL)
+    assert finish(process)[0] == -signal.SIGKILL
+    assert not destination.exists()
+    # SIGKILL allows no cleanup: only the hidden temporary folder is left, and it does not block a new export.
+    left = [path.name for path in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".exported.relex-"), left
+
+    returncode, stderr = finish(export(slow_run, destination, cache_dir))
+    assert returncode == 0, stderr
+    exported = sorted(path.name for path in destination.iterdir())
+    assert exported == sorted(path.name for path in clean_export.iterdir())
+    for name in exported:
+        assert (destination / name).read_bytes() == (clean_export / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM (kill, schedulers)", "SIGINT (Ctrl-C)"])
+def test_export_stopped_mid_way_cleans_up_everything(stop, slow_run, reference, tmp_path):
+    destination = tmp_path / "exported"
+    process = start_export_and_wait_for_weights(slow_run, destination, reference[0].parent / "cache")
+    process.send_signal(stop)
+    returncode, stderr = finish(process)
+    assert returncode == 130 and stderr.strip() == "relex: interrupted", stderr
+    assert list(tmp_path.iterdir()) == []  # neither the destination nor a temporary folder

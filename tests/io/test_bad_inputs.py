@@ -44,9 +44,11 @@ class Setup:
     run: Path
     names: list                      # fragments the one stderr line must contain
     args: list = field(default_factory=list)
+    command: str = "analyze"         # or "extrapolate" for the export cases
     succeeds: bool = False           # the one allowed case: exit 0 with a note
     marker: Path | None = None       # a file whose existence would mean code ran
     drop_file_permissions: bool = False
+    file_size_limit: int | None = None  # bytes any file may grow to: writes past it fail, like a full disk
 
 
 # ---------------------------------------------------------------- damage helpers
@@ -295,6 +297,33 @@ def output_is_a_file(folder):
     return Setup(run, [str(folder / "results.txt"), "existing file"], args=["--out", str(folder / "results.txt")])
 
 
+def export_destination_is_a_file(folder):
+    run = tiny_run(folder)
+    (folder / "exported").write_text("someone's notes\n")
+    return Setup(run, [str(folder / "exported"), "existing file"], command="extrapolate",
+                 args=["--out", str(folder / "exported")])
+
+
+def export_destination_exists(folder):
+    run = tiny_run(folder)
+    (folder / "exported").mkdir()
+    (folder / "exported" / "model.safetensors").write_bytes(b"an earlier export")
+    return Setup(run, [str(folder / "exported"), "already exists", "--force"], command="extrapolate",
+                 args=["--out", str(folder / "exported")])
+
+
+def export_destination_inside_run(folder):
+    run = tiny_run(folder)
+    inside = run / "checkpoint-30" / "extrapolated"
+    return Setup(run, [str(inside), "must not be inside"], command="extrapolate", args=["--out", str(inside)])
+
+
+def export_disk_full(folder):
+    run = tiny_run(folder)  # ~90 kB of weights: the export's shard outgrows the limit, the Gram cache does not
+    return Setup(run, [str(folder / "out"), "cannot write the export", "File too large"], command="extrapolate",
+                 file_size_limit=40_000)
+
+
 CORPUS = [
     # ---- damaged safetensors files
     pytest.param(truncated_shard, id="truncated shard"),
@@ -331,6 +360,11 @@ CORPUS = [
     pytest.param(cache_inside_run, id="cache folder inside the run"),
     pytest.param(output_inside_run, id="output folder inside the run"),
     pytest.param(output_is_a_file, id="output path is an existing file"),
+    # ---- exports (relex extrapolate)
+    pytest.param(export_destination_is_a_file, id="export destination is an existing file"),
+    pytest.param(export_destination_exists, id="export destination exists, no --force"),
+    pytest.param(export_destination_inside_run, id="export destination inside the run"),
+    pytest.param(export_disk_full, id="export on a full disk (write fails)"),
 ]
 
 
@@ -368,11 +402,23 @@ def root_cannot_be_denied() -> bool:
     return subprocess.run([*DROP_ROOT_FILE_ACCESS, "-c", "pass"], capture_output=True).returncode != 0
 
 
-def relex(*args, drop_file_permissions=False, timeout=120) -> subprocess.CompletedProcess:
+# A full disk, for real: the kernel refuses writes past RLIMIT_FSIZE with EFBIG (Python ignores
+# SIGXFSZ), mid-file, exactly where ENOSPC would hit. No tmpfs needs mounting for it.
+LIMIT_FILE_SIZE = [sys.executable, "-c", """
+import os, resource, sys
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""]
+
+
+def relex(*args, drop_file_permissions=False, file_size_limit=None, timeout=120) -> subprocess.CompletedProcess:
     """Run `python -m relex_core ...` from the repository root (as a user mode 000 denies, if asked)."""
     command = [sys.executable, "-m", "relex_core", *map(str, args)]
     if drop_file_permissions and os.geteuid() == 0 and not root_cannot_be_denied():
         command = [*DROP_ROOT_FILE_ACCESS, *command[1:]]
+    if file_size_limit is not None:
+        command = [*LIMIT_FILE_SIZE, str(file_size_limit), *command[1:]]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -387,15 +433,16 @@ class Outcome:
 
 
 def analyse_case(build, folder: Path) -> Outcome:
+    """Build the case in `folder`, snapshot the folder (run, destinations, everything), run the CLI."""
     setup = build(folder)
-    out, cache_dir = folder / "out", folder / "cache"
-    args = {"--out": out, "--cache-dir": cache_dir}
+    args = {"--out": folder / "out", "--cache-dir": folder / "cache"}
+    if setup.command == "extrapolate":
+        args["--target"] = STEPS[-1] + 10
     args.update(zip(setup.args[::2], setup.args[1::2]))
-    run_folder = setup.run if setup.run.is_dir() else setup.run.parent
-    before = snapshot(run_folder)
-    result = relex("analyze", setup.run, *(item for pair in args.items() for item in pair),
-                   drop_file_permissions=setup.drop_file_permissions)
-    return Outcome(setup, result, before, snapshot(run_folder), Path(args["--out"]), Path(args["--cache-dir"]))
+    before = snapshot(folder)
+    result = relex(setup.command, setup.run, *(item for pair in args.items() for item in pair),
+                   drop_file_permissions=setup.drop_file_permissions, file_size_limit=setup.file_size_limit)
+    return Outcome(setup, result, before, snapshot(folder), Path(args["--out"]), Path(args["--cache-dir"]))
 
 
 @pytest.fixture(scope="module")
@@ -428,16 +475,19 @@ def test_bad_input_fails_cleanly(build, outcomes):
         assert line.startswith("relex: error: "), line
         for fragment in setup.names:  # case-insensitive: some words come from safetensors or the OS
             assert fragment.lower() in line.lower(), f"{fragment!r} not in {line!r}"
-        assert not outcome.out.exists() or outcome.out.is_file(), "an output folder was created"
-    assert outcome.after == outcome.before, "the run folder changed"
     if setup.marker is not None:
         assert not setup.marker.exists(), "the pickle's code ran"
+    # Nothing created or changed: not in the run, not at the destination, no half-written output
+    # beside it. Only the cache folder may appear, and only the output folder of a success.
+    def unchanged_part(snapshot_):
+        allowed = ("cache", "out") if setup.succeeds else ("cache",)
+        return {path: entry for path, entry in snapshot_.items() if Path(path).parts[0] not in allowed}
+    assert unchanged_part(outcome.after) == unchanged_part(outcome.before)
+    # The cache folder holds nothing, or one cache that a later analysis trusts.
     cache_files = sorted(outcome.cache_dir.iterdir()) if outcome.cache_dir.is_dir() else []
-    if setup.succeeds:  # exactly one cache, and a later analysis trusts it
+    if setup.succeeds or cache_files:
         rerun = compute_gram(open_run(setup.run), cache_dir=outcome.cache_dir, progress=False)
         assert rerun.from_cache and cache_files == [cache.cache_path(outcome.cache_dir, rerun.fingerprint)]
-    else:
-        assert cache_files == []
 
 
 def test_the_pickle_payload_is_live(tmp_path):
