@@ -222,11 +222,19 @@ def export(run, destination, cache_dir, *extra) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def writing_weights(destination: Path) -> bool:
+    """True once a shard in the export's temporary folder (beside the destination) has bytes in it."""
+    try:
+        return any(shard.stat().st_size for shard in destination.parent.glob(f".{destination.name}.relex-*/*"))
+    except FileNotFoundError:  # the temporary folder was just renamed into place
+        return False
+
+
 def start_export_and_wait_for_weights(run, destination, cache_dir) -> subprocess.Popen:
     """Start a slow export (tiny chunks) and return once it has begun writing a shard."""
     process = export(run, destination, cache_dir, "--chunk-mb", SLOW_CHUNK_MB)
     deadline = time.monotonic() + 60
-    while not any(shard.stat().st_size for shard in destination.parent.glob(f".{destination.name}.relex-*/*.safetensors")):
+    while not writing_weights(destination):
         assert process.poll() is None, process.communicate()[1]
         assert time.monotonic() < deadline, "the export never started writing"
         time.sleep(0.01)

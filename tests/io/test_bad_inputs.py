@@ -4,11 +4,13 @@ Each case builds a tiny synthetic run in a temporary folder and damages it the w
 jobs, partial copies and mixed tooling do. Then the real CLI runs in a subprocess:
 
     python -m relex_core analyze RUN --out OUT --cache-dir CACHE
+    python -m relex_core extrapolate RUN --target 40 --out OUT --cache-dir CACHE   (export rows)
 
 and the test checks: exit code 2, a single `relex: error:` line on stderr naming the file
-(and the tensor where there is one), no traceback, the run folder unchanged (names, sizes,
-mtimes), no output folder and no cache file left behind. Mixed dtypes are the one case that
-is allowed: it succeeds and prints a note.
+(and the tensor where there is one), no traceback, nothing in the case's folder created or
+changed (the run, the destination, names, sizes, mtimes: no partial output anywhere), and a
+cache folder that is empty or holds only a cache a later analysis trusts. Mixed dtypes are the
+one case that is allowed: it succeeds and prints a note.
 
 The subprocesses are started together by a module fixture (two at a time), because each one
 spends ~2 s importing torch; the table below is still one test per case.
