@@ -130,8 +130,8 @@ def test_analysis_killed_while_writing_the_cache_leaves_nothing_trusted(slow_run
 def test_two_analyses_of_one_run_at_once_agree(slow_run, reference, tmp_path):
     _, reference_gram = reference
     cache_dir = tmp_path / "cache"
-    first = analyze(slow_run, tmp_path / "first", cache_dir, "--chunk-mb", "0.05", "--quiet")
-    second = analyze(slow_run, tmp_path / "second", cache_dir, "--chunk-mb", "0.05", "--quiet")
+    first = analyze(slow_run, tmp_path / "first", cache_dir, "--chunk-mb", "0.2", "--quiet")
+    second = analyze(slow_run, tmp_path / "second", cache_dir, "--chunk-mb", "0.2", "--quiet")
     for process in (first, second):
         returncode, stderr = finish(process)
         assert returncode == 0, stderr
