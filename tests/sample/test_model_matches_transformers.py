@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import torch
+import transformers  # test-only dependency: nothing under relex_core imports it
 
 from relex_core.sample import task
 from relex_core.sample.model import load_pretrained
@@ -9,7 +10,6 @@ RUN = Path(__file__).resolve().parents[2] / "sample_data" / "run"
 
 
 def test_forward_matches_transformers_qwen2_logits():
-    transformers = __import__("transformers")  # test-only dependency: relex_core never imports it
     folder = max(RUN.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
     assert type(reference).__name__ == "Qwen2ForCausalLM"
@@ -22,7 +22,6 @@ def test_forward_matches_transformers_qwen2_logits():
 
 
 def test_tied_checkpoint_has_no_lm_head_and_transformers_ties_it():
-    transformers = __import__("transformers")
     folder = RUN / "checkpoint-0"
     reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
     assert reference.lm_head.weight.data_ptr() == reference.model.embed_tokens.weight.data_ptr()
