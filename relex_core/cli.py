@@ -147,6 +147,24 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing destination folder")
 
 
+def command_sample_eval(args) -> None:
+    from .sample.verifier import evaluate_checkpoint
+
+    rows = []
+    for folder in args.checkpoints:
+        try:
+            result = evaluate_checkpoint(folder, n_problems=args.problems)
+        except (OSError, ValueError, KeyError) as error:
+            raise RelexError(f"not a checkpoint of the sample model ({error})", path=folder) from None
+        rows.append(result)
+        print(f"{folder}: accuracy {result['accuracy']:.3f} ({result['n_correct']}/{result['n_problems']}, "
+              f"{result['seconds']:.1f} s)")
+    if args.out:
+        import pandas as pd
+
+        _write_csv(pd.DataFrame(rows), Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relex", description="Geometry of RLVR weight trajectories "
                                      "from one streaming Gram pass, and extrapolated checkpoints.")
@@ -179,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--step", type=int, required=True, help="the checkpoint step to reconstruct")
     _add_export_arguments(reconstruct)
     reconstruct.set_defaults(handler=command_reconstruct)
+
+    sample_eval = commands.add_parser("sample-eval", help="held-out accuracy of sample-model checkpoints "
+                                      "(greedy, exact match), e.g. exports of the sample run")
+    sample_eval.add_argument("checkpoints", nargs="+", help="checkpoint folders of the sample model")
+    sample_eval.add_argument("--problems", type=int, default=None, help="score only the first N problems")
+    sample_eval.add_argument("--out", default=None, help="also write the scores to this CSV file")
+    sample_eval.set_defaults(handler=command_sample_eval)
     return parser
 
 

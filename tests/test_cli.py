@@ -72,3 +72,20 @@ def test_outputs_are_never_written_inside_the_run(run_folder, tmp_path):
     cache_inside = relex("analyze", run_folder, "--out", tmp_path / "out", cache_dir=run_folder / "cache")
     assert cache_inside.returncode == 2
     assert sorted((path, path.stat().st_mtime_ns) for path in run_folder.rglob("*")) == before
+
+
+SAMPLE_RUN = REPO / "sample_data" / "run"
+
+
+def test_sample_eval_scores_shipped_checkpoints_as_recorded_and_refuses_other_folders(tmp_path):
+    import json
+
+    checkpoint = SAMPLE_RUN / "checkpoint-0"
+    recorded = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"][0]["heldout_reward"]
+    result = subprocess.run([sys.executable, "-m", "relex_core", "sample-eval", str(checkpoint), "--out",
+                             str(tmp_path / "scores.csv")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert pd.read_csv(tmp_path / "scores.csv").accuracy.iloc[0] == pytest.approx(recorded)
+    wrong = subprocess.run([sys.executable, "-m", "relex_core", "sample-eval", str(tmp_path)], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and str(tmp_path) in wrong.stderr and "Traceback" not in wrong.stderr
