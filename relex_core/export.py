@@ -29,7 +29,8 @@ from tqdm import tqdm
 from . import __version__
 from .analysis import WindowFit
 from .errors import RelexError
-from .gram import RunLayout, _locate_non_finite, open_layout, plan_chunks
+from .gram import (RunLayout, _locate_non_finite, chunk_bytes, delta_blocks, open_layout, pass_torch_threads,
+                   plan_chunks, read_rows)
 from .io.reader import CheckpointReader
 from .io.writer import SAFETENSORS_CODES, ShardedWriter, TensorSpec, atomic_folder
 
@@ -195,16 +196,11 @@ def _round_through_odd(values: torch.Tensor) -> torch.Tensor:
     return torch.where(move, bits + step, bits).view(torch.float32)
 
 
-def _read_chunk(base: CheckpointReader, readers, plan: _Plan, start: int, stop: int):
-    """(θ_0 rows, Δ rows of the window (T, chunk) or None for a copy), in float64 for weighted sums."""
+def _read_chunk(layout: RunLayout, readers, plan: _Plan, start: int, stop: int, buffer: torch.Tensor):
+    """θ_0 rows of a copied tensor, or `read_rows` of a weighted one (θ_0, then the window, as stored)."""
     if plan.weight_row is None:
-        return base.read(plan.source, start, stop), None
-    base_rows = base.read(plan.source, start, stop).reshape(-1).to(torch.float64)
-    deltas = torch.empty((len(readers), base_rows.numel()), dtype=torch.float64)
-    for row, reader in enumerate(readers):
-        deltas[row].copy_(reader.read(plan.source, start, stop).reshape(-1))
-    deltas -= base_rows
-    return base_rows, deltas
+        return layout.base.read(plan.source, start, stop)
+    return read_rows(layout.base, readers, plan.source, start, stop, out=buffer)
 
 
 def _export(fit, weights, steps, labels, subfolders, out, *, dtype, shard_size, force, progress, chunk_mb):
@@ -223,7 +219,9 @@ def _export(fit, weights, steps, labels, subfolders, out, *, dtype, shard_size, 
             for folder in folders:
                 folder.mkdir(exist_ok=True)
             provenance = _provenance(fit, weights, labels, dtype)
-            losses = _write_weights(fit, layout, weights, folders, provenance, dtype, shard_size, progress, chunk_mb)
+            with pass_torch_threads():
+                losses = _write_weights(fit, layout, weights, folders, provenance, dtype, shard_size, progress,
+                                        chunk_mb)
             results = []
             for folder, sub, step, record, loss in zip(folders, subfolders, steps, provenance, losses):
                 record["rounding_loss"] = float(loss) if np.isfinite(loss) else None
@@ -246,12 +244,19 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
     plans = _plan_tensors(fit, layout.base, dtype)
     by_name = {plan.name: plan for plan in plans}
     n_targets, window = weights.shape[2], len(readers)
-    # Chunks of every tensor in base order (plan_chunks over a layout of the checkpoints read). The float64
-    # working set is θ_0 and T deltas for the chunk in hand and the prefetched one, plus the S updates and
-    # the rounding temporaries (about 3 rows per target). The allocator's slack comes on top: peak memory
-    # measured 2-3× chunk_mb, the same for any model size.
+    # Chunks of every tensor in base order (plan_chunks over a layout of the checkpoints read), sized so
+    # that θ_0 and T deltas in float64 for two chunks plus about 3 rows per target would fit chunk_mb.
+    # What is held is less: two read buffers as stored (bf16: 2 bytes an element), one output buffer per
+    # target in the output dtype, and cache-sized float64 blocks (gram.delta_blocks).
     chunk_layout = RunLayout(layout.run, layout.base, readers, list(by_name), layout.tied, layout.notes)
     items = plan_chunks(chunk_layout, chunk_mb * (window + 1) / (2 * (window + 1) + 3 * n_targets))
+    summed = [(by_name[name].source, start, stop) for name, start, stop in items
+              if by_name[name].weight_row is not None]
+    # Two read buffers, reused: chunk k+1 is read into one while chunk k, in the other, is summed.
+    buffers = [torch.empty(chunk_bytes(chunk_layout, summed), dtype=torch.uint8) for _ in range(2)]
+    output_bytes = max((((stop - start) * layout.base.tensors[name].row_numel * by_name[name].spec.dtype.itemsize)
+                        for name, start, stop in items if by_name[name].weight_row is not None), default=0)
+    outputs = [torch.empty(output_bytes, dtype=torch.uint8) for _ in range(n_targets)]
     writers = [ShardedWriter(folder, [plan.spec for plan in plans], shard_size=shard_size,
                              metadata=_header_metadata(record)) for folder, record in zip(folders, provenance)]
     erased_sq, update_sq = np.zeros(n_targets), np.zeros(n_targets)
@@ -263,29 +268,21 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
                disable=None if progress is True else True, leave=False)  # None: no bar when not a terminal
     started, done_bytes = time.perf_counter(), 0
 
-    def load(item):
-        name, start, stop = item
-        return _read_chunk(layout.base, readers, by_name[name], start, stop)
+    def load(number):
+        name, start, stop = items[number]
+        return _read_chunk(layout, readers, by_name[name], start, stop, buffers[number % 2])
 
     try:
         with ThreadPoolExecutor(max_workers=1) as prefetcher:
-            pending = prefetcher.submit(load, items[0]) if items else None
+            pending = prefetcher.submit(load, 0) if items else None
             for number, (name, start, stop) in enumerate(items):
-                base_rows, deltas = pending.result()
-                pending = prefetcher.submit(load, items[number + 1]) if number + 1 < len(items) else None
+                rows = pending.result()
+                pending = prefetcher.submit(load, number + 1) if number + 1 < len(items) else None
                 plan = by_name[name]
-                if deltas is None:
-                    _write_copy(plan, base_rows, writers, erased_sq)
+                if plan.weight_row is None:
+                    _write_copy(plan, rows, writers, erased_sq)
                 else:
-                    chunk_weights = torch.from_numpy(np.ascontiguousarray(weights[plan.weight_row].T))
-                    update = chunk_weights @ deltas  # (S, chunk): δ̂ for every target at once
-                    for target, writer in enumerate(writers):
-                        exact = base_rows + update[target]  # θ̂ in float64
-                        rounded = round_to(exact, plan.spec.dtype)
-                        writer.write(name, rounded)
-                        erased = rounded.to(torch.float64).sub_(exact)  # what rounding took from δ̂
-                        erased_sq[target] += float(torch.dot(erased, erased))
-                        update_sq[target] += float(torch.dot(update[target], update[target]))
+                    _write_sum(plan, rows, weights[plan.weight_row], outputs, writers, erased_sq, update_sq)
                     _check_finite(layout, plan, erased_sq, update_sq)
                 done_bytes += (stop - start) * per_row[name]
                 bar.update((stop - start) * per_row[name])
@@ -302,6 +299,27 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
         bar.close()
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sqrt(erased_sq / update_sq)
+
+
+def _write_sum(plan: _Plan, rows: torch.Tensor, weights: np.ndarray, outputs, writers, erased_sq, update_sq):
+    """θ̂ = θ_0 + Σ_t w_t Δ_t for every target, on cache-sized float64 blocks of one chunk, rounded once.
+
+    rows: θ_0 then the window checkpoints, as stored (`read_rows`); weights: (T, S) for this tensor.
+    """
+    numel = rows.shape[1]
+    targets = [output[:numel * plan.spec.dtype.itemsize].view(plan.spec.dtype) for output in outputs]
+    weights = torch.from_numpy(np.ascontiguousarray(weights.T))  # (S, T)
+    for first, block in delta_blocks(rows):
+        update = weights @ block[1:]  # (S, width): δ̂ for every target at once
+        for target, output in enumerate(targets):
+            exact = block[0] + update[target]  # θ̂ in float64
+            rounded = round_to(exact, plan.spec.dtype)
+            output[first:first + rounded.numel()] = rounded
+            erased = rounded.to(torch.float64).sub_(exact)  # what rounding took from δ̂
+            erased_sq[target] += float(torch.dot(erased, erased))
+            update_sq[target] += float(torch.dot(update[target], update[target]))
+    for output, writer in zip(targets, writers):
+        writer.write(plan.name, output)
 
 
 def _check_finite(layout: RunLayout, plan: _Plan, erased_sq, update_sq) -> None:

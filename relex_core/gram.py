@@ -15,6 +15,7 @@ machines by handing out (name, range) pairs and summing the blocks.
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -198,19 +199,42 @@ def gram_block(rows: torch.Tensor, device: str = "cpu") -> tuple[np.ndarray, flo
         values = rows.to(device).to(torch.float64)
         deltas = values[1:] - values[0]
         return (deltas @ deltas.T).cpu().numpy(), float(values[0] @ values[0])
-    count, numel = rows.shape[0] - 1, rows.shape[1]
-    columns = max(1024, BLOCK_BYTES // (8 * (count + 1)))
-    scratch = torch.empty((count + 1) * min(columns, numel), dtype=torch.float64)
+    count = rows.shape[0] - 1
     gram, base_square = np.zeros((count, count)), 0.0
-    for first in range(0, numel, columns):
-        width = min(columns, numel - first)
-        block = scratch[:(count + 1) * width].view(count + 1, width)
-        block.copy_(rows[:, first:first + width])
-        block[1:] -= block[0]
+    for _, block in delta_blocks(rows):
         base_square += float(block[0].dot(block[0]))  # torch: numpy's dot would wake BLAS threads
         deltas = block[1:].numpy()
         gram += deltas @ deltas.T
     return gram, base_square
+
+
+def delta_blocks(rows: torch.Tensor):
+    """(first column, float64 block) over a chunk of `read_rows`, BLOCK_BYTES at a time.
+
+    The block is (N + 1, width): θ_0 in row 0, Δ_t = θ_t − θ_0 in the rows below (exact for
+    bf16/fp16/fp32). It is one reused scratch buffer: use it before asking for the next block.
+    """
+    count, numel = rows.shape
+    columns = max(1024, BLOCK_BYTES // (8 * count))
+    scratch = torch.empty(count * min(columns, numel), dtype=torch.float64)
+    for first in range(0, numel, columns):
+        width = min(columns, numel - first)
+        block = scratch[:count * width].view(count, width)
+        block.copy_(rows[:, first:first + width])
+        block[1:] -= block[0]
+        yield first, block
+
+
+@contextmanager
+def pass_torch_threads():
+    """torch at PASS_TORCH_THREADS for a streaming pass (the gram pass, the export), restored after."""
+    threads = torch.get_num_threads()
+    if PASS_TORCH_THREADS:
+        torch.set_num_threads(PASS_TORCH_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def resolve_device(device: str) -> str:
@@ -259,13 +283,8 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
     `progress` is True (tqdm bar on stderr), False, or a callable(fraction, message).
     `prefetch` reads the next chunk on a background thread while this one is multiplied.
     """
-    threads = torch.get_num_threads()
-    if PASS_TORCH_THREADS:
-        torch.set_num_threads(PASS_TORCH_THREADS)
-    try:
+    with pass_torch_threads():
         return _gram_pass(layout, chunk_mb, resolve_device(device), progress, prefetch)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _gram_pass(layout: RunLayout, chunk_mb: float, device: str, progress, prefetch: bool) -> RunGram:

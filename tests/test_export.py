@@ -186,9 +186,9 @@ def test_linear_method_is_the_line_through_base_and_last(run, cache_dir, tmp_pat
     fit = window_fit(run, cache_dir)
     locations, fractions, original = set(), [], CheckpointReader.read
 
-    def recording_read(self, name, start=0, stop=None):
+    def recording_read(self, name, start=0, stop=None, **options):
         locations.add(self.location.name)
-        return original(self, name, start, stop)
+        return original(self, name, start, stop, **options)
 
     monkeypatch.setattr(CheckpointReader, "read", recording_read)
     result, = extrapolate(fit, 75, tmp_path / "out", method="linear",
@@ -303,8 +303,8 @@ def test_each_window_checkpoint_is_read_once_in_chunks_within_chunk_mb(run, cach
     largest = [0]
     original = CheckpointReader.read
 
-    def counting_read(self, name, start=0, stop=None):
-        rows = original(self, name, start, stop)
+    def counting_read(self, name, start=0, stop=None, **options):
+        rows = original(self, name, start, stop, **options)
         read[self.location.name] = read.get(self.location.name, 0) + rows.numel()
         largest[0] = max(largest[0], rows.numel())
         return rows

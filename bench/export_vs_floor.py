@@ -1,0 +1,89 @@
+"""Warm in-process export timing against a read floor, with an older export.py side by side.
+
+    python bench/export_vs_floor.py /tmp/relex-export-run --before /tmp/export_before.py
+
+The run is made once (synthetic, Qwen2-like, bf16) and read warm. The floor reads every window
+tensor once with `gram.read_rows` (reused buffer) and writes the output's size once.
+"""
+
+import argparse
+import importlib.util
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from relex_core import export  # noqa: E402
+from relex_core.analysis import WindowFit  # noqa: E402
+from relex_core.gram import chunk_bytes, compute_gram, open_layout, plan_chunks, read_rows  # noqa: E402
+from relex_core.io.discover import open_run  # noqa: E402
+from relex_core.synthetic import make_run, qwen2_shapes  # noqa: E402
+
+SHAPES = dict(layers=4, hidden=896, intermediate=4864, vocab=32000, heads=14, kv_heads=2)
+STEPS = tuple(range(10, 90, 10))  # 8 checkpoints after the base
+
+
+def floor(run, out: Path) -> float:
+    """Read every tensor of every checkpoint once (as the export must), write the output size once."""
+    layout = open_layout(run)
+    started = time.perf_counter()
+    try:
+        items = plan_chunks(layout, 256)
+        buffer = torch.empty(chunk_bytes(layout, items), dtype=torch.uint8)
+        out.mkdir(parents=True)
+        with open(out / "model.safetensors", "wb") as file:
+            for name, start, stop in items:
+                rows = read_rows(layout.base, layout.readers, name, start, stop, out=buffer)
+                file.write(rows[0].view(torch.uint8).numpy().data)
+    finally:
+        layout.close()
+    return time.perf_counter() - started
+
+
+def load_before(path):
+    spec = importlib.util.spec_from_file_location("relex_core._export_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run")
+    parser.add_argument("--before", default=None, help="an older export.py to time beside this one")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    folder = Path(args.run)
+    if not folder.exists():
+        make_run(folder, steps=STEPS, shapes=qwen2_shapes(**SHAPES), dtype=torch.bfloat16)
+    run = open_run(folder)
+    scratch = Path(tempfile.mkdtemp(prefix="relex-export-bench-"))
+    fit = WindowFit(compute_gram(run, cache_dir=scratch / "cache", progress=False), window=f"0:{STEPS[-1]}", rank=1)
+    versions = {"after": export}
+    if args.before:
+        versions = {"before": load_before(args.before), **versions}
+    try:
+        floor(run, scratch / "warm")  # warm the page cache
+        shutil.rmtree(scratch / "warm")
+        for repeat in range(args.repeats):
+            seconds = {"floor": floor(run, scratch / "floor")}
+            for label, module in versions.items():
+                started = time.perf_counter()
+                module.extrapolate(fit, [120], scratch / label, progress=False)
+                seconds[label] = time.perf_counter() - started
+            shutil.rmtree(scratch / "floor")
+            for label in versions:
+                shutil.rmtree(scratch / label)
+            print(f"repeat {repeat + 1}: " + ", ".join(
+                f"{label} {value:.2f} s" + ("" if label == "floor" else f" ({value / seconds['floor']:.2f}× floor)")
+                for label, value in seconds.items()), flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
