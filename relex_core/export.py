@@ -32,7 +32,7 @@ from .errors import RelexError
 from .gram import (RunLayout, _locate_non_finite, chunk_bytes, delta_blocks, open_layout, pass_torch_threads,
                    plan_chunks, read_rows)
 from .io.reader import CheckpointReader
-from .io.writer import SAFETENSORS_CODES, ShardedWriter, TensorSpec, atomic_folder
+from .io.writer import SAFETENSORS_CODES, ShardedWriter, TensorSpec, atomic_folder, finished_together
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
@@ -273,7 +273,7 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
         return _read_chunk(layout, readers, by_name[name], start, stop, buffers[number % 2])
 
     try:
-        with ThreadPoolExecutor(max_workers=1) as prefetcher:
+        with finished_together(writers), ThreadPoolExecutor(max_workers=1) as prefetcher:
             pending = prefetcher.submit(load, 0) if items else None
             for number, (name, start, stop) in enumerate(items):
                 rows = pending.result()
@@ -289,12 +289,6 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
                 if callable(progress):
                     elapsed = max(time.perf_counter() - started, 1e-9)
                     progress(done_bytes / max(total_bytes, 1), f"{done_bytes / elapsed / 1e9:.2f} GB/s read")
-        for writer in writers:
-            writer.close()
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
     finally:
         bar.close()
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io.writer import ShardedWriter, TensorSpec
+from .io.writer import ShardedWriter, TensorSpec, finished_together
 
 QWEN2_0_5B = {"layers": 24, "hidden": 896, "intermediate": 4864, "vocab": 151936, "heads": 14, "kv_heads": 2}
 TINY = {"layers": 2, "hidden": 32, "intermediate": 64, "vocab": 96, "heads": 4, "kv_heads": 2}
@@ -66,16 +66,10 @@ def make_run(folder, *, steps=(10, 20, 30, 40, 50), shapes=None, config=None, dt
     for checkpoint in checkpoints:
         checkpoint.mkdir(parents=True, exist_ok=True)
         writers.append(ShardedWriter(checkpoint, specs, shard_size=shard_size, metadata={"format": "pt"}))
-    try:
+    with finished_together(writers):
         for index, (name, shape) in enumerate(shapes.items()):
             _write_tensor(writers, name, tuple(shape), all_steps, dtype, relative_update, noise,
                           (seed, index), block_elements)
-        for writer in writers:
-            writer.close()
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
     for step, checkpoint in zip(all_steps, checkpoints):
         if config:
             (checkpoint / "config.json").write_text(json.dumps(config, indent=2))

@@ -140,19 +140,28 @@ class ShardedWriter:
             self._file = None
 
 
-def save_state_dict(state: dict, folder, shard_size: int | None = None, metadata: dict | None = None) -> list[Path]:
+@contextmanager
+def finished_together(writers):
+    """Close every writer when the block succeeds; on any exception, abort them all (open files closed)."""
+    try:
+        yield writers
+        for writer in writers:
+            writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+
+
+def save_state_dict(state: dict, folder, shard_size: int | None = None, metadata: dict | None = None) -> None:
     """Write a whole in-memory state dict as HF safetensors (single file or shards)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     writer = ShardedWriter(folder, [TensorSpec(name, tuple(tensor.shape), tensor.dtype) for name, tensor in state.items()],
                            shard_size=shard_size, metadata={"format": "pt", **(metadata or {})})
-    try:
+    with finished_together([writer]):
         for name, tensor in state.items():
             writer.write(name, tensor)
-        return writer.close()
-    except BaseException:
-        writer.abort()
-        raise
 
 
 @contextmanager
