@@ -7,7 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
+from tqdm import tqdm
+
+from . import __version__, export
 from .analysis import WindowFit, spectrum_frame, stability_frame
 from .errors import RelexError
 from .gram import compute_gram
@@ -26,26 +28,19 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _load_fit(args) -> WindowFit:
+def _load_fit(args, degree: int = 1) -> WindowFit:
     run = open_run(args.run, base=args.base)
     _refuse_inside_run(args.cache_dir, run, "cache folder")
     run_gram = compute_gram(run, cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
                             device=args.device, progress=not args.quiet)
     for note in run_gram.notes:
         print(f"relex: note: {note}", file=sys.stderr)
-    return WindowFit(run_gram, window=args.window, rank=args.rank)
+    return WindowFit(run_gram, window=args.window, rank=args.rank, degree=degree)
 
 
 def _refuse_inside_run(path, run, what: str) -> None:
     """Nothing is ever written inside the run's folder or its checkpoints."""
-    if path is None:
-        return
-    target = Path(path).expanduser().resolve()
-    roots = {run.source.resolve() if run.source.is_dir() else run.source.resolve().parent}
-    roots |= {checkpoint.path.resolve() for checkpoint in (run.base, *run.checkpoints)}
-    for root in roots:
-        if target == root or root in target.parents:
-            raise RelexError(f"{what} must not be inside the run's checkpoints ({root})", path=target)
+    run.refuse_inside(path, what)
 
 
 def _output_folder(path, run) -> Path:
@@ -94,6 +89,44 @@ def command_backtest(args) -> None:
     print(frame.pivot(index="target_step", columns="method", values="rel_error").to_string(float_format="%.4f"))
 
 
+def _parse_steps(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise RelexError(f"target '{text}' must be steps separated by commas, like 200 or 200,300") from None
+
+
+def _print_exports(results) -> None:
+    for result in results:
+        weights = [path.name for path in result.files if path.suffix == ".safetensors"]
+        loss = "n/a (nothing moved)" if result.rounding_loss != result.rounding_loss else f"{result.rounding_loss:.3%}"
+        print(f"wrote {result.path}: step {result.target_step}, {len(weights)} weight file(s) + "
+              f"{len(result.files) - len(weights)} other(s), {tqdm.format_sizeof(result.total_bytes, 'B')}, "
+              f"rounding loss {loss} of the update")
+
+
+def command_extrapolate(args) -> None:
+    targets = _parse_steps(args.target)
+    fit = _load_fit(args, degree={"linear": 1, "poly2": 2}[args.fit])
+    _print_exports(export.extrapolate(fit, targets, args.out, method=args.method, dtype=args.dtype,
+                                      shard_size=args.shard_size, force=args.force, progress=not args.quiet,
+                                      chunk_mb=args.chunk_mb))
+
+
+def command_reconstruct(args) -> None:
+    fit = _load_fit(args)
+    _print_exports([export.reconstruct(fit, args.step, args.out, dtype=args.dtype, shard_size=args.shard_size,
+                                       force=args.force, progress=not args.quiet, chunk_mb=args.chunk_mb)])
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="destination folder (must not exist, unless --force)")
+    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
+                        help="output dtype of floating tensors (default: as in the base)")
+    parser.add_argument("--shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB or 500MB")
+    parser.add_argument("--force", action="store_true", help="replace an existing destination folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relex", description="Geometry of RLVR weight trajectories "
                                      "from one streaming Gram pass, and extrapolated checkpoints.")
@@ -109,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(backtest)
     backtest.add_argument("--out", required=True, help="folder for backtest.csv")
     backtest.set_defaults(handler=command_backtest)
+
+    extrapolate = commands.add_parser("extrapolate", help="write θ_0 + δ̂(s) at target steps as HF checkpoints")
+    _add_run_arguments(extrapolate)
+    extrapolate.add_argument("--target", required=True,
+                             help="target step, or several separated by commas (one sub-folder step-S each)")
+    extrapolate.add_argument("--fit", choices=("linear", "poly2"), default="linear",
+                             help="trend of the coefficients over steps (default linear)")
+    extrapolate.add_argument("--method", choices=("relex", "linear"), default="relex",
+                             help="relex (fitted trend) or linear (θ_0 + s/s_L (θ_L − θ_0)); default relex")
+    _add_export_arguments(extrapolate)
+    extrapolate.set_defaults(handler=command_extrapolate)
+
+    reconstruct = commands.add_parser("reconstruct", help="write the rank-k projection of an observed checkpoint")
+    _add_run_arguments(reconstruct)
+    reconstruct.add_argument("--step", type=int, required=True, help="the checkpoint step to reconstruct")
+    _add_export_arguments(reconstruct)
+    reconstruct.set_defaults(handler=command_reconstruct)
     return parser
 
 

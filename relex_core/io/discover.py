@@ -54,6 +54,21 @@ class Run:
                     raise RelexError(f"unreadable config.json ({error})", path=config_path) from None
         return {}
 
+    def roots(self) -> set:
+        """The run folder (or the manifest's folder) and every checkpoint's weights location, resolved."""
+        source = self.source.resolve()
+        roots = {source if source.is_dir() else source.parent}
+        return roots | {checkpoint.path.resolve() for checkpoint in (self.base, *self.checkpoints)}
+
+    def refuse_inside(self, path, what: str) -> None:
+        """Nothing is ever written inside the run's folder or its checkpoints: raise if `path` is there."""
+        if path is None:
+            return
+        target = Path(path).expanduser().resolve()
+        for root in self.roots():
+            if target == root or root in target.parents:
+                raise RelexError(f"{what} must not be inside the run's checkpoints ({root})", path=target)
+
 
 def has_weights(folder: Path) -> bool:
     """True if `folder` directly holds model weights in a format relex reads."""

@@ -80,6 +80,9 @@ class ShardedWriter:
 
     def write(self, name: str, data: torch.Tensor) -> None:
         """Append the next rows of tensor `name` (converted to its declared dtype)."""
+        self._skip_empty_before(name)
+        if self._position == len(self._queue):
+            raise ValueError(f"every tensor is already written, got more data for {name}")
         shard_index, spec = self._queue[self._position]
         if name != spec.name:
             raise ValueError(f"expected data for {spec.name}, got {name}")
@@ -92,6 +95,15 @@ class ShardedWriter:
             raise ValueError(f"too much data written for {spec.name}")
         if self._written == spec.nbytes:
             self._position, self._written = self._position + 1, 0
+
+    def _skip_empty_before(self, name: str) -> None:
+        """Tensors with no elements get no write call: step over them, opening their shard for the header."""
+        while (self._position < len(self._queue) and self._written == 0
+               and self._queue[self._position][1].nbytes == 0 and self._queue[self._position][1].name != name):
+            shard_index = self._queue[self._position][0]
+            if shard_index != self._shard_index:
+                self._open_shard(shard_index)
+            self._position += 1
 
     def _open_shard(self, shard_index: int) -> None:
         self._close_file()
@@ -108,8 +120,7 @@ class ShardedWriter:
 
     def close(self) -> list[Path]:
         """Finish the last shard and write the index when sharded; returns the files written."""
-        while self._position < len(self._queue) and self._queue[self._position][1].nbytes == 0:
-            self.write(self._queue[self._position][1].name, torch.empty(0))
+        self._skip_empty_before(None)
         if self._position != len(self._queue):
             raise ValueError(f"tensor {self._queue[self._position][1].name} was not fully written")
         self._close_file()
@@ -160,13 +171,31 @@ def atomic_folder(destination, *, force: bool = False):
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.relex-", dir=destination.parent))
+        # mkdtemp makes a private (0700) folder; the result should get the usual permissions, like mkdir.
+        umask = os.umask(0)
+        os.umask(umask)
+        temporary.chmod(0o777 & ~umask)
     except OSError as error:
         raise RelexError(f"cannot create the output folder ({error.strerror or error})", path=destination) from None
     try:
         yield temporary
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(temporary, destination)
+        _replace_folder(temporary, destination)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def _replace_folder(new: Path, destination: Path) -> None:
+    """Move `new` to `destination`; an old destination is set aside first and removed only after the move."""
+    if not destination.exists():
+        os.replace(new, destination)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.relex-old-", dir=destination.parent))
+    os.replace(destination, old / destination.name)
+    try:
+        os.replace(new, destination)
+    except BaseException:
+        os.replace(old / destination.name, destination)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

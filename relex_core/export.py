@@ -1,0 +1,386 @@
+"""Export extrapolated (or reconstructed) checkpoints as HF folders.
+
+The export is DESIGN.md's weighted sum, tensor by tensor and chunk by chunk:
+
+    θ̂(s) = θ_0 + δ̂(s),   δ̂(s) = Σ_{t∈W} w_t (θ_t − θ_0)
+
+with the weights w from the Gram alone (`WindowFit.weights` / `reconstruction_weights`). Each
+window checkpoint is read once, in row chunks, and every target step is computed from the same
+chunk, so memory stays at a few chunks whatever the model size or the number of targets. The
+sum is done in float64 and rounded once, to the output dtype, when it is written. That last
+rounding can erase part of a small update; how much is measured on the way (`rounding_loss`).
+
+    fit = WindowFit(compute_gram(open_run("runs/grpo")), window="0:400", rank=1)
+    extrapolate(fit, [600, 800], "exports/grpo")   # exports/grpo/step-600, exports/grpo/step-800
+"""
+
+import json
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .analysis import WindowFit
+from .errors import RelexError
+from .gram import RunLayout, _locate_non_finite, open_layout, plan_chunks
+from .io.reader import CheckpointReader
+from .io.writer import SAFETENSORS_CODES, ShardedWriter, TensorSpec, atomic_folder
+
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "fp32": torch.float32, "float32": torch.float32}
+DEFAULT_SHARD_SIZE = 5 * 10**9
+# Copied beside the weights, from the last window checkpoint (else the base), so the folder loads as is.
+SIDE_FILES = ("config.json", "generation_config.json", "tokenizer*.json", "vocab*", "merges.txt",
+              "special_tokens_map.json", "added_tokens.json", "chat_template*", "*.model")
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One exported checkpoint folder.
+
+    files: every file in the folder; total_bytes: their size; rounding_loss: share of ‖δ̂‖ erased
+    by rounding to the output dtype (NaN if nothing moved); provenance: the content of relex.json.
+    """
+    path: Path
+    target_step: int
+    files: list
+    total_bytes: int
+    rounding_loss: float
+    provenance: dict
+
+
+def parse_size(text) -> int | None:
+    """Bytes from '5GB', '500MB', '2GiB' or a plain number (HF's units: GB = 10⁹, GiB = 2³⁰); None: one file."""
+    if text is None:
+        return None
+    if isinstance(text, (int, np.integer)):
+        size = int(text)
+    else:
+        cleaned = str(text).strip().upper().replace(" ", "")
+        number = cleaned.rstrip("KMGTIB")
+        unit = cleaned[len(number):]
+        try:
+            size = int(float(number) * _SIZE_UNITS[unit])
+        except (KeyError, ValueError):
+            raise RelexError(f"shard size '{text}' must look like 5GB, 500MB or 2GiB") from None
+    if size <= 0:
+        raise RelexError(f"shard size '{text}' must be positive")
+    return size
+
+
+def parse_dtype(dtype) -> torch.dtype | None:
+    """None (keep each tensor's base dtype), a torch float dtype, or bf16 / fp16 / fp32."""
+    if dtype is None or dtype in (torch.bfloat16, torch.float16, torch.float32):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise RelexError(f"output dtype '{dtype}' must be bf16, fp16 or fp32")
+
+
+def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dtype=None,
+                shard_size=DEFAULT_SHARD_SIZE, force: bool = False, progress=True,
+                chunk_mb: float = 256) -> list[ExportResult]:
+    """Write θ̂(s) for each target step s as an HF checkpoint folder.
+
+    Args:
+        fit: the window fit (rank, and degree 1 = line or 2 = poly2, come from it).
+        target_steps: one step or several; several give one sub-folder `step-S` each inside `out`.
+        out: destination folder; refused if it exists (unless force) or lies inside the run.
+        method: 'relex' (the fitted trend) or 'linear' (θ_0 + (s / s_L)(θ_L − θ_0)).
+        dtype: output dtype of floating tensors (None keeps each tensor's base dtype).
+        shard_size: bytes per safetensors shard (int or '5GB').
+        progress: True (tqdm bar on stderr), False, or a callable(fraction, message).
+        chunk_mb: planned float64 working set of one chunk (peak memory is a small multiple of it).
+    """
+    requested = list(np.atleast_1d(target_steps))
+    steps = [int(step) for step in requested]
+    if not steps:
+        raise RelexError("no target step given")
+    if steps != requested or min(steps) < 0 or len(set(steps)) != len(steps):
+        raise RelexError(f"target steps {requested} must be distinct whole steps, not negative")
+    weights = fit.weights(steps, method)
+    subfolders = [""] if len(steps) == 1 else [f"step-{step}" for step in steps]
+    labels = [{"method": method, "target_step": step} for step in steps]
+    return _export(fit, weights, steps, labels, subfolders, out, dtype=dtype, shard_size=shard_size, force=force,
+                   progress=progress, chunk_mb=chunk_mb)
+
+
+def reconstruct(fit: WindowFit, step: int, out, *, dtype=None, shard_size=DEFAULT_SHARD_SIZE,
+                force: bool = False, progress=True, chunk_mb: float = 256) -> ExportResult:
+    """Write the rank-k projection of an observed checkpoint onto the window's subspace:
+    θ_0 + Σ_k c_k(step) v_k. Comparing it with the real checkpoint shows what rank k leaves out."""
+    weights = fit.reconstruction_weights(int(step))[:, :, None]
+    labels = [{"method": "reconstruct", "target_step": int(step)}]
+    return _export(fit, weights, [int(step)], labels, [""], out, dtype=dtype, shard_size=shard_size, force=force,
+                   progress=progress, chunk_mb=chunk_mb)[0]
+
+
+# ---------------------------------------------------------------- the pass
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one output tensor is made: a weighted sum (row of the weights, tensor whose data is read) or a copy."""
+    name: str
+    spec: TensorSpec
+    weight_row: int | None  # None: a copy of θ_0
+    source: str             # the tensor read: itself, or the embedding for a tied lm_head
+
+
+def _plan_tensors(fit: WindowFit, base: CheckpointReader, dtype: torch.dtype | None) -> list[_Plan]:
+    """Every tensor of the base, in its order: analysed ones get weights, the others are copied."""
+    run_gram = fit.run_gram
+    rows = {name: row for row, name in enumerate(run_gram.names)}
+    plans = []
+    for name, info in base.tensors.items():
+        stored = info.dtype if info.dtype is not None else base.read(name, 0, min(1, info.rows)).dtype
+        if stored not in SAFETENSORS_CODES:
+            raise RelexError(f"cannot write dtype {stored} to safetensors", path=info.file, tensor=name)
+        source = run_gram.tied.get(name, name)
+        floating = stored in (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+        if floating and source not in rows:
+            raise RelexError("tensor is not in the run's Gram (stale cache? rerun with --no-cache)",
+                             path=info.file, tensor=name)
+        output = (dtype or stored) if floating else stored
+        plans.append(_Plan(name, TensorSpec(name, tuple(info.shape), output),
+                           rows[source] if floating else None, source))
+    return plans
+
+
+# Bits of a float32 pattern that a cast to the half-width type drops, and the pattern of a tie.
+_DROPPED_BITS = {torch.bfloat16: 16, torch.float16: 13}
+_FLOAT16_SMALLEST_NORMAL = 2.0**-14  # below it float16 drops more bits, so ties look different
+
+
+def round_to(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """float64 → dtype, correctly rounded (to nearest, ties to even).
+
+    torch casts float64 to bf16/fp16 through float32. That double rounding is wrong only where
+    the float32 value lands exactly halfway between two values of dtype (about 1 in 2¹⁴ to 2¹⁷
+    elements); those few are found from their bit pattern and rounded again, properly.
+    """
+    if dtype not in _DROPPED_BITS:
+        return values.to(dtype)
+    single = values.to(torch.float32)
+    rounded = single.to(dtype)
+    dropped = _DROPPED_BITS[dtype]
+    low_bits = single.view(torch.int32) & ((1 << dropped) - 1)
+    suspects = low_bits == 1 << (dropped - 1)
+    if dtype == torch.float16:
+        suspects |= single.abs() < _FLOAT16_SMALLEST_NORMAL
+    suspects = suspects.nonzero().squeeze(1)
+    if suspects.numel():
+        rounded[suspects] = _round_through_odd(values[suspects]).to(dtype)
+    return rounded
+
+
+def _round_through_odd(values: torch.Tensor) -> torch.Tensor:
+    """float64 → float32 rounded *to odd* (an inexact result gets an odd last bit): a later rounding
+    to any format with at least two bits fewer is then exactly the correct rounding of `values`."""
+    single = values.to(torch.float32)
+    residual = values - single.to(torch.float64)  # exact
+    bits = single.view(torch.int32)
+    move = (residual != 0) & ((bits & 1) == 0) & torch.isfinite(residual)
+    outward = (residual > 0) == (bits >= 0)  # towards the value is away from zero
+    step = torch.where(outward, 1, -1).to(torch.int32)
+    return torch.where(move, bits + step, bits).view(torch.float32)
+
+
+def _read_chunk(base: CheckpointReader, readers, plan: _Plan, start: int, stop: int):
+    """(θ_0 rows, Δ rows of the window (T, chunk) or None for a copy), in float64 for weighted sums."""
+    if plan.weight_row is None:
+        return base.read(plan.source, start, stop), None
+    base_rows = base.read(plan.source, start, stop).reshape(-1).to(torch.float64)
+    deltas = torch.empty((len(readers), base_rows.numel()), dtype=torch.float64)
+    for row, reader in enumerate(readers):
+        deltas[row].copy_(reader.read(plan.source, start, stop).reshape(-1))
+    deltas -= base_rows
+    return base_rows, deltas
+
+
+def _export(fit, weights, steps, labels, subfolders, out, *, dtype, shard_size, force, progress, chunk_mb):
+    run = fit.run_gram.run
+    dtype = parse_dtype(dtype)
+    shard_size = parse_size(shard_size)
+    destination = Path(out).expanduser().absolute()
+    run.refuse_inside(destination, "output folder")
+    for root in run.roots():
+        if destination.resolve() in root.parents:  # replacing it (--force) would delete the run
+            raise RelexError(f"output folder holds the run's checkpoints ({root})", path=destination)
+    layout = open_layout(run)
+    try:
+        with atomic_folder(destination, force=force) as temporary:
+            folders = [temporary / sub if sub else temporary for sub in subfolders]
+            for folder in folders:
+                folder.mkdir(exist_ok=True)
+            provenance = _provenance(fit, weights, labels, dtype)
+            losses = _write_weights(fit, layout, weights, folders, provenance, dtype, shard_size, progress, chunk_mb)
+            results = []
+            for folder, sub, step, record, loss in zip(folders, subfolders, steps, provenance, losses):
+                record["rounding_loss"] = float(loss) if np.isfinite(loss) else None
+                _copy_side_files(fit, folder, dtype)
+                (folder / "relex.json").write_text(json.dumps(record, indent=2) + "\n")
+                final = destination / sub if sub else destination
+                files = sorted(path.relative_to(folder) for path in folder.iterdir() if path.is_file())
+                total = sum((folder / name).stat().st_size for name in files)
+                results.append(ExportResult(final, step, [final / name for name in files], total, loss, record))
+    finally:
+        layout.close()
+    return results
+
+
+def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, shard_size, progress, chunk_mb):
+    """Stream every tensor into one ShardedWriter per target; returns the rounding loss per target."""
+    used = np.flatnonzero(np.abs(weights).sum(axis=(0, 2)) > 0)  # e.g. 'linear' needs the last checkpoint only
+    readers = [layout.readers[fit.window_positions[index]] for index in used]
+    weights = weights[:, used, :]
+    plans = _plan_tensors(fit, layout.base, dtype)
+    by_name = {plan.name: plan for plan in plans}
+    n_targets, window = weights.shape[2], len(readers)
+    # Chunks of every tensor in base order (plan_chunks over a layout of the checkpoints read). The float64
+    # working set is θ_0 and T deltas for the chunk in hand and the prefetched one, plus the S updates and
+    # the rounding temporaries (about 3 rows per target). The allocator's slack comes on top: peak memory
+    # measured 2-3× chunk_mb, the same for any model size.
+    chunk_layout = RunLayout(layout.run, layout.base, readers, list(by_name), layout.tied, layout.notes)
+    items = plan_chunks(chunk_layout, chunk_mb * (window + 1) / (2 * (window + 1) + 3 * n_targets))
+    writers = [ShardedWriter(folder, [plan.spec for plan in plans], shard_size=shard_size,
+                             metadata=_header_metadata(record)) for folder, record in zip(folders, provenance)]
+    erased_sq, update_sq = np.zeros(n_targets), np.zeros(n_targets)
+    per_row = {plan.name: layout.base.tensors[plan.source].row_numel * (
+        layout.base.tensors[plan.source].dtype or plan.spec.dtype).itemsize * (1 if plan.weight_row is None
+                                                                              else window + 1) for plan in plans}
+    total_bytes = sum((stop - start) * per_row[name] for name, start, stop in items)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="relex export", file=sys.stderr,
+               disable=progress is not True, leave=False)
+    started, done_bytes = time.perf_counter(), 0
+
+    def load(item):
+        name, start, stop = item
+        return _read_chunk(layout.base, readers, by_name[name], start, stop)
+
+    try:
+        with ThreadPoolExecutor(max_workers=1) as prefetcher:
+            pending = prefetcher.submit(load, items[0]) if items else None
+            for number, (name, start, stop) in enumerate(items):
+                base_rows, deltas = pending.result()
+                pending = prefetcher.submit(load, items[number + 1]) if number + 1 < len(items) else None
+                plan = by_name[name]
+                if deltas is None:
+                    _write_copy(plan, base_rows, writers, erased_sq)
+                else:
+                    chunk_weights = torch.from_numpy(np.ascontiguousarray(weights[plan.weight_row].T))
+                    update = chunk_weights @ deltas  # (S, chunk): δ̂ for every target at once
+                    for target, writer in enumerate(writers):
+                        exact = base_rows + update[target]  # θ̂ in float64
+                        rounded = round_to(exact, plan.spec.dtype)
+                        writer.write(name, rounded)
+                        erased = rounded.to(torch.float64).sub_(exact)  # what rounding took from δ̂
+                        erased_sq[target] += float(torch.dot(erased, erased))
+                        update_sq[target] += float(torch.dot(update[target], update[target]))
+                    _check_finite(layout, plan, erased_sq, update_sq)
+                done_bytes += (stop - start) * per_row[name]
+                bar.update((stop - start) * per_row[name])
+                if callable(progress):
+                    elapsed = max(time.perf_counter() - started, 1e-9)
+                    progress(done_bytes / max(total_bytes, 1), f"{done_bytes / elapsed / 1e9:.2f} GB/s read")
+        for writer in writers:
+            writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(erased_sq / update_sq)
+
+
+def _check_finite(layout: RunLayout, plan: _Plan, erased_sq, update_sq) -> None:
+    if not np.isfinite(update_sq).all():
+        raise _locate_non_finite(layout, plan.source)
+    if not np.isfinite(erased_sq).all():
+        raise RelexError(f"values overflow the output dtype {str(plan.spec.dtype).removeprefix('torch.')}",
+                         path=layout.base.tensors[plan.source].file, tensor=plan.name)
+
+
+def _write_copy(plan: _Plan, base_rows: torch.Tensor, writers, erased_sq) -> None:
+    """A tensor without direction is θ_0; a change of float dtype still counts in the rounding loss."""
+    rounded = round_to(base_rows, plan.spec.dtype) if base_rows.is_floating_point() else base_rows
+    for target, writer in enumerate(writers):
+        writer.write(plan.name, rounded)
+        if plan.spec.dtype.is_floating_point and plan.spec.dtype != base_rows.dtype:
+            erased_sq[target] += float((rounded.to(torch.float64) - base_rows.to(torch.float64)).square().sum())
+
+
+# ---------------------------------------------------------------- beside the weights
+
+
+def _provenance(fit: WindowFit, weights: np.ndarray, labels, dtype) -> list[dict]:
+    """relex.json for each target: where it comes from, how it was fitted, and the whole-model backtest."""
+    run_gram = fit.run_gram
+    backtest = fit.backtest_frame().to_dict(orient="records") if len(fit.target_positions) else []
+    backtest = [{key: _plain(value) for key, value in row.items()} for row in backtest]
+    numel = run_gram.numels.astype(np.float64)
+    records = []
+    for target, label in enumerate(labels):
+        # numel-weighted mean over tensors of w_t: how much each observed checkpoint counts
+        model_weights = numel @ weights[:, :, target] / numel.sum()
+        records.append({
+            "relex_version": __version__, "run": str(run_gram.run.source.absolute()),
+            "base": str(run_gram.run.base.path.absolute()), "window_steps": [int(step) for step in fit.window_steps],
+            **label, "rank": fit.rank, "fit": {1: "linear", 2: "poly2"}[fit.degree],
+            "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "base",
+            "checkpoint_weights": {str(int(step)): float(weight) for step, weight in zip(fit.window_steps,
+                                                                                          model_weights)},
+            "backtest": backtest, "gram_fingerprint": run_gram.fingerprint or None})
+    return records
+
+
+def _plain(value):
+    """JSON-safe scalar: numpy types to Python, NaN to null."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def _header_metadata(record: dict) -> dict:
+    """Key facts in every shard's safetensors header (strings only; `format` is what transformers checks)."""
+    window = record["window_steps"]
+    return {"format": "pt", "relex_version": record["relex_version"], "relex_method": record["method"],
+            "relex_target_step": record["target_step"], "relex_window": f"{window[0]}:{window[-1]}",
+            "relex_rank": record["rank"], "relex_fit": record["fit"], "relex_base": record["base"],
+            "relex_run": record["run"]}
+
+
+def _copy_side_files(fit: WindowFit, folder: Path, dtype) -> None:
+    """config, generation config and tokenizer from the last window checkpoint, else from the base."""
+    run = fit.run_gram.run
+    sources = [run.checkpoints[fit.last_position].path, run.base.path]
+    sources = [source for source in sources if source.is_dir()]
+    copied = {}
+    for pattern in SIDE_FILES:
+        for source in sources:
+            found = sorted(path for path in source.glob(pattern) if path.is_file())
+            if found:
+                for path in found:
+                    shutil.copyfile(path, folder / path.name)
+                    copied[path.name] = path
+                break
+    if dtype is not None and "config.json" in copied:  # say the new dtype, as save_pretrained would
+        try:
+            config = json.loads(copied["config.json"].read_text())
+        except ValueError as error:
+            raise RelexError(f"unreadable config.json ({error})", path=copied["config.json"]) from None
+        name = str(dtype).removeprefix("torch.")
+        config["torch_dtype"] = name
+        if "dtype" in config:
+            config["dtype"] = name
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
