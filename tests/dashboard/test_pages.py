@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from relex_core import WindowFit, spectrum_frame, stability_frame
+from relex_core import WindowFit, compute_gram, spectrum_frame, stability_frame
 from relex_core.spectra import delta_spectrum_frame
 from relex_core.views import frames
 from relex_core.views.state import DEGREE, RANK, WINDOW
@@ -249,3 +249,33 @@ def test_export_page_shows_a_bad_target_as_one_error_line(app, export_root):
     app.text_input(key="export.targets").set_value("soon").run()
     assert_no_exception(app)
     assert [error.value for error in app.error] == ["target steps 'soon' must be integers separated by commas"]
+
+
+def test_a_new_run_is_analysed_once_with_visible_progress_and_then_served_from_memory(relex_cache, tmp_path,
+                                                                                       monkeypatch):
+    from relex_core.synthetic import make_run
+    from relex_core.views import state
+
+    folder = make_run(tmp_path / "fresh-run", steps=(10, 20, 30, 40))
+    passes = []
+
+    def counted_compute_gram(run, **options):
+        passes.append(run.source)
+        return compute_gram(run, **options)
+
+    monkeypatch.setattr(state, "compute_gram", counted_compute_gram)
+    app = open_app(**{"relex.run_choice": "Folder on this server", "relex.run_folder": str(folder)})
+    assert_no_exception(app)
+    assert passes == [folder]
+    bars = app.get("progress")
+    assert bars and bars[-1].proto.value == 100  # the pass drew its progress bar to the end
+    assert app.status[0].label == "Analysis ready (Gram pass done)"
+    run_gram = state._gram_store().grams[(str(folder), "")]
+    fit = state.window_fit(run_gram, (10, 20))
+    for page in ("window", "trajectory", "overview"):
+        on_page(app, page)
+    app.sidebar.select_slider(key="sidebar:relex.window").set_range(10, 30).run()
+    assert_no_exception(app)
+    assert passes == [folder]  # page switches and a window change never ran the pass again
+    assert not app.get("progress")
+    assert state.window_fit(run_gram, (10, 20)) is fit  # and WindowFits are cached per (run, window, rank, degree)
