@@ -38,7 +38,7 @@ with state.errors_shown():
         st.session_state[RESULT] = (settings, scores)
 
     metrics = frames.trainer_metrics(analysis.run_gram.run)
-    rewards = sorted({name for name in metrics["metric"] if "reward" in name}, key=lambda name: "heldout" not in name)
+    rewards = frames.reward_names(metrics)
     saved = st.session_state.get(RESULT)
     scores = saved[1] if saved and saved[0] == settings else empty_scores()
     if scores.empty:

@@ -31,8 +31,8 @@ with right, state.errors_shown():
         st.info("No trainer_state.json with a log_history in the last checkpoint: no training metrics to show.")
     else:
         names = list(dict.fromkeys(metrics["metric"]))
-        rewards = [name for name in names if "reward" in name] or names[:1]
-        chosen = st.multiselect("Metrics", names, default=rewards, key="overview.metrics")
+        chosen = st.multiselect("Metrics", names, default=frames.reward_names(metrics) or names[:1],
+                                key="overview.metrics")
         st.plotly_chart(charts.metrics_chart(metrics, chosen), key="metrics")
 
 with st.expander("Per-tensor figures for the current window"):

@@ -100,6 +100,12 @@ def trainer_metrics(run: Run) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+def reward_names(metrics: pd.DataFrame) -> list[str]:
+    """The logged metrics that are rewards, held-out ones first (the verifier scores held-out problems)."""
+    names = [name for name in dict.fromkeys(metrics["metric"]) if "reward" in name]
+    return sorted(names, key=lambda name: not any(word in name for word in ("heldout", "held_out", "eval")))
+
+
 def update_norm_frame(run_gram: RunGram) -> pd.DataFrame:
     """Whole-model distance from the base per checkpoint: ‖θ_t − θ_0‖ = sqrt(Σ_tensors G[t, t]).
 

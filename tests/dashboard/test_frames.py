@@ -49,6 +49,12 @@ def test_trainer_metrics_read_the_last_checkpoints_log_history(run_gram):
         assert list(zip(rows["step"], rows["value"])) == logged and logged
 
 
+def test_reward_names_put_held_out_rewards_first():
+    metrics = pd.DataFrame({"step": [1, 1, 1, 1], "metric": ["loss", "train_reward", "heldout_reward", "lr"],
+                            "value": [0.0] * 4})
+    assert frames.reward_names(metrics) == ["heldout_reward", "train_reward"]
+
+
 def test_trainer_metrics_keep_numbers_only_and_name_a_broken_file(tmp_path):
     from relex_core.synthetic import make_run
     folder = make_run(tmp_path / "run", steps=(10, 20))
