@@ -2,10 +2,18 @@
 
 __version__ = "0.1.0"
 
-from .analysis import WindowFit, parse_window, spectrum_frame, stability_frame  # noqa: E402
-from .errors import RelexError  # noqa: E402
-from .gram import RunGram, compute_gram  # noqa: E402
-from .io.discover import open_run  # noqa: E402
+# Public names load on first use (PEP 562), so `relex --help` and input errors found before any
+# tensor is read answer at once instead of after importing torch and pandas (~2 s).
+_PUBLIC = {"WindowFit": "analysis", "parse_window": "analysis", "spectrum_frame": "analysis",
+           "stability_frame": "analysis", "RelexError": "errors", "RunGram": "gram", "compute_gram": "gram",
+           "open_run": "io.discover"}
 
-__all__ = ["RelexError", "RunGram", "WindowFit", "compute_gram", "open_run", "parse_window",
-           "spectrum_frame", "stability_frame", "__version__"]
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)

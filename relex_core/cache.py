@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 CACHE_FORMAT = 1
+STALE_SECONDS = 3600  # a temporary cache file this old belongs to a writer that was killed
 
 
 def default_cache_dir() -> Path:
@@ -50,6 +52,7 @@ def save(run_gram, cache_dir) -> Path:
               "shapes": [list(shape) for shape in run_gram.shapes], "dtypes": run_gram.dtypes,
               "tied": run_gram.tied, "notes": run_gram.notes}
     target = cache_path(cache_dir, run_gram.fingerprint)
+    _remove_stale_temporaries(cache_dir)
     handle, temporary = tempfile.mkstemp(prefix=".gram-", suffix=".tmp", dir=cache_dir)
     try:
         with os.fdopen(handle, "wb") as file:
@@ -64,6 +67,19 @@ def save(run_gram, cache_dir) -> Path:
     return target
 
 
+def _remove_stale_temporaries(cache_dir: Path) -> None:
+    """A writer killed between write and rename leaves its temporary file behind. Such files are
+    never trusted (only `gram-<key>.npz` is read), but would pile up; a live writer's is seconds
+    old, so anything older than STALE_SECONDS is removed."""
+    cutoff = time.time() - STALE_SECONDS
+    for temporary in cache_dir.glob(".gram-*.tmp"):
+        try:
+            if temporary.stat().st_mtime < cutoff:
+                temporary.unlink()
+        except OSError:  # another process removed it first, or it is not ours to remove
+            pass
+
+
 def load(layout, key: str, cache_dir) -> dict | None:
     """The cached fields for this fingerprint, or None if absent or not valid."""
     path = cache_path(cache_dir, key)
@@ -73,13 +89,20 @@ def load(layout, key: str, cache_dir) -> dict | None:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode())
             steps, gram, base_sq_norm = data["steps"], data["gram"], data["base_sq_norm"]
+        valid = _is_valid(layout, key, header, steps, gram, base_sq_norm)
     except Exception:  # a foreign or damaged file is a cache miss, never an error
         return None
-    n_tensors, n_checkpoints = len(layout.names), len(layout.readers)
-    valid = (header.get("format") == CACHE_FORMAT and header.get("fingerprint") == key
-             and header.get("names") == layout.names and list(steps) == layout.run.steps
-             and gram.shape == (n_tensors, n_checkpoints, n_checkpoints) and base_sq_norm.shape == (n_tensors,)
-             and np.isfinite(gram).all())
     if not valid:
         return None
     return {"header": header, "steps": steps, "gram": gram, "base_sq_norm": base_sq_norm}
+
+
+def _is_valid(layout, key: str, header, steps, gram, base_sq_norm) -> bool:
+    n_tensors, n_checkpoints = len(layout.names), len(layout.readers)
+    return (isinstance(header, dict) and header.get("format") == CACHE_FORMAT and header.get("fingerprint") == key
+            and header.get("names") == layout.names and all(field in header for field in ("dtypes", "tied", "notes"))
+            and len(header.get("shapes", ())) == n_tensors
+            and steps.shape == (n_checkpoints,) and steps.tolist() == list(layout.run.steps)
+            and gram.dtype == np.float64 and gram.shape == (n_tensors, n_checkpoints, n_checkpoints)
+            and base_sq_norm.shape == (n_tensors,)
+            and bool(np.isfinite(gram).all()) and bool(np.isfinite(base_sq_norm).all()))

@@ -4,16 +4,17 @@ User errors (RelexError) print one line on stderr and exit with code 2, never a 
 """
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from tqdm import tqdm
-
-from . import __version__, export
-from .analysis import WindowFit, spectrum_frame, stability_frame
+from . import __version__
 from .errors import RelexError
-from .gram import compute_gram
 from .io.discover import open_run
+
+# torch, pandas and the maths are imported inside the commands that use them: the run's folder
+# and the output paths are checked first, and a mistake there is reported at once.
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,13 +29,21 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _load_fit(args, degree: int = 1) -> WindowFit:
+def _load_fit(args, degree: int = 1):
     run = open_run(args.run, base=args.base)
     _refuse_inside_run(args.cache_dir, run, "cache folder")
+    if getattr(args, "out", None) is not None:  # a bad --out must fail before the pass, not after it
+        folder = _check_output_path(args.out, run)
+        if getattr(args, "force", True) is False and folder.exists():  # an export replaces a folder only with --force
+            raise RelexError("destination folder already exists (use --force to replace it)", path=folder)
+    from .gram import compute_gram
+
     run_gram = compute_gram(run, cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
                             device=args.device, progress=not args.quiet)
     for note in run_gram.notes:
         print(f"relex: note: {note}", file=sys.stderr)
+    from .analysis import WindowFit
+
     return WindowFit(run_gram, window=args.window, rank=args.rank, degree=degree)
 
 
@@ -43,11 +52,16 @@ def _refuse_inside_run(path, run, what: str) -> None:
     run.refuse_inside(path, what)
 
 
-def _output_folder(path, run) -> Path:
+def _check_output_path(path, run) -> Path:
     _refuse_inside_run(path, run, "output folder")
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise RelexError("output path is an existing file, not a folder", path=folder)
+    return folder
+
+
+def _output_folder(path, run) -> Path:
+    folder = _check_output_path(path, run)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -65,6 +79,8 @@ def _write_csv(frame, path: Path) -> None:
 
 def command_analyze(args) -> None:
     fit = _load_fit(args)
+    from .analysis import spectrum_frame, stability_frame
+
     out = _output_folder(args.out, fit.run_gram.run)
     _write_csv(fit.tensors_frame(), out / "tensors.csv")
     for by in ("layer", "module", "model"):
@@ -97,6 +113,8 @@ def _parse_steps(text: str) -> list[int]:
 
 
 def _print_exports(results) -> None:
+    from tqdm import tqdm
+
     for result in results:
         weights = [path.name for path in result.files if path.suffix == ".safetensors"]
         loss = "n/a (nothing moved)" if result.rounding_loss != result.rounding_loss else f"{result.rounding_loss:.3%}"
@@ -108,6 +126,7 @@ def _print_exports(results) -> None:
 def command_extrapolate(args) -> None:
     targets = _parse_steps(args.target)
     fit = _load_fit(args, degree={"linear": 1, "poly2": 2}[args.fit])
+    from . import export
     _print_exports(export.extrapolate(fit, targets, args.out, method=args.method, dtype=args.dtype,
                                       shard_size=args.shard_size, force=args.force, progress=not args.quiet,
                                       chunk_mb=args.chunk_mb))
@@ -115,6 +134,7 @@ def command_extrapolate(args) -> None:
 
 def command_reconstruct(args) -> None:
     fit = _load_fit(args)
+    from . import export
     _print_exports([export.reconstruct(fit, args.step, args.out, dtype=args.dtype, shard_size=args.shard_size,
                                        force=args.force, progress=not args.quiet, chunk_mb=args.chunk_mb)])
 
@@ -162,8 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill` and batch schedulers send SIGTERM, which would end Python without any cleanup: handled
+    # like Ctrl-C, it lets a half-written export or cache be removed on the way out.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         args.handler(args)
     except RelexError as error:
@@ -172,6 +200,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("relex: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -260,7 +260,7 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
                                                                               else window + 1) for plan in plans}
     total_bytes = sum((stop - start) * per_row[name] for name, start, stop in items)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="relex export", file=sys.stderr,
-               disable=progress is not True, leave=False)
+               disable=None if progress is True else True, leave=False)  # None: no bar when not a terminal
     started, done_bytes = time.perf_counter(), 0
 
     def load(item):

@@ -187,7 +187,7 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
     base_sq_norm = np.zeros(len(layout.names))
     total_bytes = _bytes_to_read(layout)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="relex gram pass", file=sys.stderr,
-               disable=progress is not True, leave=False)
+               disable=None if progress is True else True, leave=False)  # None: no bar when not a terminal
     started, done_bytes, done_tensors = time.perf_counter(), 0, 0
     bytes_per_row = {name: sum(reader.tensors[name].row_numel * reader.tensors[name].dtype.itemsize
                                for reader in (layout.base, *layout.readers)) for name in layout.names}
@@ -195,7 +195,7 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
     def load(item):
         return read_deltas(layout.base, layout.readers, *item)
 
-    with ThreadPoolExecutor(max_workers=1) as prefetcher:
+    with ThreadPoolExecutor(max_workers=1) as prefetcher, bar:  # the bar is cleared before any error shows
         pending = prefetcher.submit(load, items[0]) if items else None
         for number, (name, start, stop) in enumerate(items):
             deltas, base_square = pending.result()
@@ -219,7 +219,6 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
             if callable(progress):
                 progress(done_bytes / max(total_bytes, 1),
                          f"{done_tensors}/{len(layout.names)} tensors, {done_bytes / elapsed / 1e9:.2f} GB/s")
-    bar.close()
     base = layout.base.tensors
     return RunGram(run=layout.run, steps=np.array(layout.run.steps, dtype=np.int64), names=list(layout.names),
                    shapes=[tuple(base[name].shape) for name in layout.names],

@@ -72,9 +72,11 @@ class Run:
 
 def has_weights(folder: Path) -> bool:
     """True if `folder` directly holds model weights in a format relex reads."""
+    # Any entry with a weights name counts, even one that is not a readable file (a folder, a
+    # dangling link): the reader then names that file in its error instead of "no weights here".
     try:
-        return any((folder / marker).is_file() for marker in WEIGHT_MARKERS) or any(
-            entry.suffix in (".safetensors", ".bin", ".pt") for entry in folder.iterdir() if entry.is_file())
+        return any(os.path.lexists(folder / marker) for marker in WEIGHT_MARKERS) or any(
+            entry.suffix in (".safetensors", ".bin", ".pt") for entry in folder.iterdir())
     except OSError:
         return False
 
@@ -187,6 +189,7 @@ def open_run(source, base=None) -> Run:
         base_checkpoint, checkpoints = checkpoints[0], checkpoints[1:]
     else:
         raise RelexError("run has no step-0 checkpoint; pass the base with --base", path=source)
-    if not checkpoints:
-        raise RelexError("run has a base but no checkpoints after it", path=source)
+    if len(checkpoints) < 2:  # a trajectory direction and a line need two points at least
+        found = f"only one checkpoint (step {checkpoints[0].step})" if checkpoints else "no checkpoint"
+        raise RelexError(f"run has {found} after the base; at least two are needed", path=source)
     return Run(source=source, base=base_checkpoint, checkpoints=tuple(checkpoints))

@@ -7,6 +7,7 @@ so a pickle that would run code is refused, never executed.
 
 import json
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,7 @@ class CheckpointReader:
                 raise RelexError("shard lacks a tensor listed in the index", path=shard, tensor=name)
 
     def _open(self, file: Path) -> None:
+        _check_readable(file)
         if self.format == "safetensors":
             try:
                 handle = safe_open(str(file), framework="pt")
@@ -95,10 +97,9 @@ class CheckpointReader:
                     view = handle.get_slice(name)
                     dtype = _SAFETENSORS_DTYPES.get(view.get_dtype())
                     infos[name] = TensorInfo(tuple(view.get_shape()), dtype, file)
-            except PermissionError:
-                raise RelexError("permission denied", path=file) from None
             except Exception as error:  # safetensors raises its own error types for bad files
-                raise RelexError(f"not a readable safetensors file ({_first_line(error)})", path=file) from None
+                raise RelexError(f"not a readable safetensors file ({_safetensors_reason(error, file)})",
+                                 path=file) from None
         else:
             handle = _load_state_dict(file)
             infos = {name: TensorInfo(tuple(tensor.shape), tensor.dtype, file) for name, tensor in handle.items()}
@@ -134,24 +135,52 @@ class CheckpointReader:
         self.close()
 
 
+def _check_readable(file: Path) -> None:
+    """Open the file once ourselves: safetensors reports a permission error or a folder as
+    'No such file or directory', which would send the user looking in the wrong place."""
+    try:
+        with open(file, "rb"):
+            pass
+    except OSError as error:
+        raise RelexError(f"cannot open ({error.strerror or error})", path=file) from None
+
+
 def _load_state_dict(file: Path) -> dict:
     try:
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):  # legacy (non-zip) files cannot be memory-mapped
-                raise
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except PermissionError:
-        raise RelexError("permission denied", path=file) from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; the error says enough
+            warnings.simplefilter("ignore")
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error):  # legacy (non-zip) files cannot be memory-mapped
+                    raise
+                state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise RelexError(f"refused: not a plain weights file, weights_only=True rejected it "
-                         f"({_first_line(error)})", path=file) from None
+        raise RelexError(f"refused to unpickle: weights_only=True rejected it ({_unpickler_reason(error)})",
+                         path=file) from None
     except Exception as error:
         raise RelexError(f"not a readable torch state dict ({_first_line(error)})", path=file) from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise RelexError("expected a flat dict of tensor name → tensor", path=file)
     return state
+
+
+def _safetensors_reason(error: Exception, file: Path) -> str:
+    """safetensors' own words, plus a plain hint for the commonest cases: a crashed save or a cut-off copy."""
+    reason = _first_line(error)
+    if file.stat().st_size == 0:
+        return "the file is empty: a crashed save or an unfinished copy?"
+    if "not fully covered" in reason:
+        reason += "; the file is shorter than its header says: truncated or partly copied?"
+    return reason
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """torch's message opens with a paragraph about its defaults; the useful line names the global."""
+    for line in str(error).splitlines():
+        if "WeightsUnpickler error:" in line or "GLOBAL" in line:
+            return line.split("WeightsUnpickler error:")[-1].strip()[:200]
+    return _first_line(error)
 
 
 def _first_line(error: Exception) -> str:

@@ -180,8 +180,13 @@ def atomic_folder(destination, *, force: bool = False):
     try:
         yield temporary
         _replace_folder(temporary, destination)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, OSError):  # a full disk, a quota, a file size limit: the user's to fix, one line
+            named = Path(os.fsdecode(error.filename)) if error.filename else None
+            if named is None or temporary in named.parents:  # the temporary name would mean nothing to the user
+                named = destination
+            raise RelexError(f"cannot write the export ({error.strerror or error})", path=named) from None
         raise
 
 
