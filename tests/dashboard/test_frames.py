@@ -14,6 +14,12 @@ from relex_core.views import frames
 from .conftest import SAMPLE_RUN
 
 
+@pytest.fixture
+def window(run_gram):
+    """The first half of the sample run's checkpoints."""
+    return int(run_gram.steps[0]), int(run_gram.steps[len(run_gram.steps) // 2 - 1])
+
+
 def test_update_norm_is_the_distance_of_all_weights_from_the_base(run_gram):
     def weights(step):
         return load_file(SAMPLE_RUN / f"checkpoint-{step}" / "model.safetensors")
@@ -71,8 +77,8 @@ def test_trainer_metrics_keep_numbers_only_and_name_a_broken_file(tmp_path):
         frames.trainer_metrics(run)
 
 
-def test_layer_module_grid_puts_each_weight_matrix_in_its_cell(run_gram):
-    tensors = WindowFit(run_gram, (10, 150)).tensors_frame()
+def test_layer_module_grid_puts_each_weight_matrix_in_its_cell(run_gram, window):
+    tensors = WindowFit(run_gram, window).tensors_frame()
     grid = frames.layer_module_grid(tensors, "energy_rank1")
     assert list(grid.values.columns[:7]) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                              "down_proj"]
@@ -95,8 +101,8 @@ def test_layer_module_grid_tells_apart_two_unknown_modules_of_a_layer():
     assert list(grid.values.iloc[0]) == [0.1, 0.2]
 
 
-def test_module_spectrum_is_the_median_over_tensors_of_a_module(run_gram):
-    fit = WindowFit(run_gram, (10, 150))
+def test_module_spectrum_is_the_median_over_tensors_of_a_module(run_gram, window):
+    fit = WindowFit(run_gram, window)
     spectrum = spectrum_frame(fit)
     for relative in (False, True):
         medians = frames.module_spectrum_frame(spectrum, relative)
@@ -111,25 +117,26 @@ def test_module_spectrum_is_the_median_over_tensors_of_a_module(run_gram):
     assert list(dict.fromkeys(medians["module"]))[:3] == ["q_proj", "k_proj", "v_proj"]
 
 
-def test_trend_frame_follows_the_fit_and_joins_at_the_window_end(run_gram):
-    fit = WindowFit(run_gram, (10, 150), degree=2)
-    name = run_gram.names[3]
-    trend = frames.trend_frame(fit, name, 400)
+def test_trend_frame_follows_the_fit_and_joins_at_the_window_end(run_gram, window):
+    fit = WindowFit(run_gram, window, degree=2)
+    name, target = run_gram.names[3], 2 * int(run_gram.steps[-1])
+    trend = frames.trend_frame(fit, name, target)
     row = run_gram.names.index(name)
     np.testing.assert_allclose(trend["fitted"], fit.trend.predict(trend["step"].to_numpy())[row, 0], rtol=1e-12)
-    window, after = trend[trend["part"] == "window"], trend[trend["part"] == "extrapolation"]
-    assert window["step"].min() == 10 and window["step"].max() == 150 == after["step"].min()
-    assert after["step"].max() == 400
-    assert frames.predicted_coefficient(fit, name, 400) == pytest.approx(float(fit.trend.predict([400])[row, 0, 0]))
-    assert set(frames.trend_frame(fit, name, 100)["part"]) == {"window"}
+    inside, after = trend[trend["part"] == "window"], trend[trend["part"] == "extrapolation"]
+    assert inside["step"].min() == window[0] and inside["step"].max() == window[1] == after["step"].min()
+    assert after["step"].max() == target
+    assert frames.predicted_coefficient(fit, name, target) == pytest.approx(fit.trend.predict([target])[row, 0, 0])
+    assert set(frames.trend_frame(fit, name, window[1] - 1)["part"]) == {"window"}
 
 
 def test_window_end_backtests_concatenate_one_window_fit_per_end(run_gram):
-    table = frames.window_end_backtests(run_gram, 30, rank=3)
+    steps = [int(step) for step in run_gram.steps]
+    table = frames.window_end_backtests(run_gram, steps[2], rank=3)
     ends = sorted(table["window_end"].unique())
-    assert ends[0] == 50 and ends[-1] == run_gram.steps[-2]  # 30:40 holds two checkpoints: too few for rank 3
-    for end in (50, 150):
-        expected = WindowFit(run_gram, (30, end), rank=3).backtest_frame()
+    assert ends == steps[4:-1]  # a window of two checkpoints is too small for rank 3; the last leaves no target
+    for end in (steps[4], steps[15]):
+        expected = WindowFit(run_gram, (steps[2], end), rank=3).backtest_frame()
         got = table[table["window_end"] == end].drop(columns="window_end").reset_index(drop=True)
         pd.testing.assert_frame_equal(got, expected)
 
@@ -166,8 +173,8 @@ def test_suggest_window_scores_every_candidate_on_the_same_held_out_steps():
 
 
 def test_suggest_window_on_the_sample_run(run_gram):
-    holdout = frames.default_holdout(run_gram.steps)
-    suggestion = frames.suggest_window(frames.window_end_backtests(run_gram, 10), 10, holdout)
+    holdout, start = frames.default_holdout(run_gram.steps), int(run_gram.steps[0])
+    suggestion = frames.suggest_window(frames.window_end_backtests(run_gram, start), start, holdout)
     assert suggestion.window[1] < holdout and suggestion.score <= suggestion.best_score * 1.1
 
 
