@@ -41,6 +41,7 @@ with state.errors_shown():
         st.caption("θ̂ = θ_0 + Σ_t w_t (θ_t − θ_0): bars are the size-weighted mean weight of each window checkpoint "
                    "over tensors, whiskers the range over tensors.")
     if st.button("Export", type="primary", key="export.run"):
+        st.session_state.pop(RESULT, None)  # a failed export must not leave the previous one's summary up
         out = files.resolve_export_path(root, folder_text)
         bar = st.progress(0.0, text="Exporting…")
 

@@ -216,11 +216,15 @@ def test_export_page_shows_the_weights_and_writes_a_checkpoint_under_the_export_
 
 def test_export_page_refuses_a_folder_outside_the_export_root(app, export_root, tmp_path):
     on_page(app, "export")
+    app.text_input(key="export.folder").set_value("first").run()
+    app.button(key="export.run").click().run()
+    assert app.success
     for requested in ("../escaped", str(tmp_path / "elsewhere")):
         app.text_input(key="export.folder").set_value(requested).run()
         app.button(key="export.run").click().run()
         assert_no_exception(app)
         assert "must be inside the export root" in app.error[0].value
+        assert not app.success  # the earlier export's summary is gone
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "elsewhere").exists()
 
 
