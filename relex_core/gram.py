@@ -1,11 +1,13 @@
 """The one streaming pass: per tensor, G[i, j] = <θ_i − θ_0, θ_j − θ_0> over every checkpoint.
 
-Every byte of every checkpoint is read once. Tensors are cut into row chunks whose float64
-working set (all checkpoints together) stays under `chunk_mb`, so memory does not grow with
-the model or with the number of checkpoints. While one chunk is multiplied, the next one is
-read on a background thread (torch releases the GIL in both).
+Every byte of every checkpoint is read once. Tensors are cut into row chunks whose size is set
+by `chunk_mb`, so memory does not grow with the model or with the number of checkpoints. A
+background thread reads the next chunk, as stored, while this one is multiplied (pread, torch
+and BLAS all release the GIL). The product runs in float64 on cache-sized column blocks:
+convert, subtract θ_0, BLAS syrk. The deltas are exact for bf16/fp16/fp32 checkpoints; products
+and sums round as in a float64 brute force.
 
-The unit of work, `gram_block(base, readers, name, start, stop)`, is a plain function of the
+The unit of work, `read_rows` + `gram_block` on (name, start, stop), is a plain function of the
 tensor name, the checkpoint files and a row range, so the pass can be spread over many
 machines by handing out (name, range) pairs and summing the blocks.
 """
@@ -116,8 +118,22 @@ def open_layout(run: Run) -> RunLayout:
     return RunLayout(run, base, readers, names, tied, notes)
 
 
+# Bytes of one float64 block of the CPU product: (N + 1) × columns, converted, differenced and
+# multiplied while it stays in the L2/L3 cache instead of streaming through memory three times.
+BLOCK_BYTES = 4 << 20
+
+# torch intra-op threads during the pass. The pass already runs two threads (one reading, one
+# converting and multiplying with BLAS, which keeps its own threads); torch's OpenMP threads on
+# top oversubscribe a small machine: on 2 shared cores conversions ran ~10× slower with 2.
+# None leaves torch's setting alone.
+PASS_TORCH_THREADS = 1
+
+
 def plan_chunks(layout: RunLayout, chunk_mb: float) -> list[tuple[str, int, int]]:
-    """(tensor name, first row, stop row) work items whose float64 working set fits chunk_mb."""
+    """(tensor name, first row, stop row) work items whose float64 θ_0 and deltas would fit chunk_mb.
+
+    The pass itself holds chunks as stored (bf16: a quarter of that), two at a time.
+    """
     budget_elements = max(1, int(chunk_mb * 2**20) // (8 * (len(layout.readers) + 1)))
     items = []
     for name in layout.names:
@@ -128,24 +144,73 @@ def plan_chunks(layout: RunLayout, chunk_mb: float) -> list[tuple[str, int, int]
     return items
 
 
-def read_deltas(base: CheckpointReader, readers, name: str, start: int, stop: int) -> tuple[torch.Tensor, float]:
-    """(N, chunk) float64 matrix of Δ_i = θ_i − θ_0 for rows [start, stop) of one tensor, and ‖θ_0‖² of them.
+def rows_dtype(dtypes) -> torch.dtype:
+    """The dtype a chunk is held in: the stored one, or float64 when checkpoints disagree."""
+    dtypes = set(dtypes)
+    return dtypes.pop() if len(dtypes) == 1 else torch.float64
 
-    float64 keeps bf16/fp16/fp32 differences exact, so the Gram is exact up to summation.
+
+def chunk_bytes(layout: RunLayout, items) -> int:
+    """Bytes `read_rows` needs for the largest of these chunks."""
+    largest = 0
+    for name, start, stop in items:
+        dtype = rows_dtype(reader.tensors[name].dtype for reader in (layout.base, *layout.readers))
+        numel = (stop - start) * layout.base.tensors[name].row_numel
+        largest = max(largest, (len(layout.readers) + 1) * numel * dtype.itemsize)
+    return largest
+
+
+def read_rows(base: CheckpointReader, readers, name: str, start: int, stop: int,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """(N + 1, chunk) rows [start, stop) of one tensor: θ_0 first, then every checkpoint, as stored.
+
+    Nothing is converted (bf16 stays 2 bytes an element) unless checkpoints store the tensor in
+    different dtypes; then rows are float64, which holds every one of them exactly.
+    `out`: a uint8 buffer of at least `chunk_bytes` to read into, reused from chunk to chunk
+    (a fresh allocation of hundreds of MB page-faults on first touch, which costs more than
+    the copy itself); the result is then a view of it.
     """
-    base_rows = base.read(name, start, stop).reshape(-1).to(torch.float64)
-    deltas = torch.empty((len(readers), base_rows.numel()), dtype=torch.float64)
-    for row, reader in enumerate(readers):
-        deltas[row].copy_(reader.read(name, start, stop).reshape(-1))
-    deltas -= base_rows
-    return deltas, float(base_rows.square().sum())
+    sources = (base, *readers)
+    dtype = rows_dtype(reader.tensors[name].dtype for reader in sources)
+    numel = (stop - start) * base.tensors[name].row_numel
+    nbytes = len(sources) * numel * dtype.itemsize
+    storage = torch.empty(nbytes, dtype=torch.uint8) if out is None else out[:nbytes]
+    rows = storage.view(dtype).view(len(sources), numel)
+    for row, reader in enumerate(sources):
+        same = reader.tensors[name].dtype == dtype
+        data = reader.read(name, start, stop, out=rows[row].view(torch.uint8) if same else None).reshape(-1)
+        if data.data_ptr() != rows[row].data_ptr():  # read elsewhere (.bin/.pt, or another dtype)
+            rows[row].copy_(data)
+    return rows
 
 
-def gram_block(deltas: torch.Tensor, device: str = "cpu") -> np.ndarray:
-    """Δ Δᵀ for one chunk, on `device`, returned as a float64 numpy array."""
+def gram_block(rows: torch.Tensor, device: str = "cpu") -> tuple[np.ndarray, float]:
+    """Δ Δᵀ (N × N, float64 numpy) and ‖θ_0‖² for one chunk of `read_rows`.
+
+    Precision is a float64 brute force's: stored values convert exactly to float64, the
+    difference of two bf16/fp16/fp32 values is exact in float64 (and products of bf16/fp16
+    differences are too); the rest rounds in float64.
+    On the CPU the chunk goes through in column blocks of BLOCK_BYTES: convert to float64,
+    subtract θ_0, numpy's `a @ a.T` (BLAS syrk, half the work of a general product).
+    On a GPU the rows travel as stored (bf16: 2 bytes an element) and all of it happens there.
+    """
     if device != "cpu":
-        deltas = deltas.to(device, non_blocking=True)
-    return (deltas @ deltas.T).cpu().numpy()
+        values = rows.to(device).to(torch.float64)
+        deltas = values[1:] - values[0]
+        return (deltas @ deltas.T).cpu().numpy(), float(values[0] @ values[0])
+    count, numel = rows.shape[0] - 1, rows.shape[1]
+    columns = max(1024, BLOCK_BYTES // (8 * (count + 1)))
+    scratch = torch.empty((count + 1) * min(columns, numel), dtype=torch.float64)
+    gram, base_square = np.zeros((count, count)), 0.0
+    for first in range(0, numel, columns):
+        width = min(columns, numel - first)
+        block = scratch[:(count + 1) * width].view(count + 1, width)
+        block.copy_(rows[:, first:first + width])
+        block[1:] -= block[0]
+        base_square += float(block[0].dot(block[0]))  # torch: numpy's dot would wake BLAS threads
+        deltas = block[1:].numpy()
+        gram += deltas @ deltas.T
+    return gram, base_square
 
 
 def resolve_device(device: str) -> str:
@@ -169,17 +234,41 @@ def _locate_non_finite(layout: RunLayout, name: str) -> RelexError:
     return RelexError("Gram of this tensor overflowed float64", path=layout.run.source, tensor=name)
 
 
+class _Deferred:
+    """The prefetcher's Future when prefetch is off: the chunk is read only when asked for."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def result(self):
+        return self.function(*self.args)
+
+    def cancel(self) -> bool:
+        return True
+
+
 def _bytes_to_read(layout: RunLayout) -> int:
     return sum(reader.tensors[name].numel * reader.tensors[name].dtype.itemsize
                for reader in (layout.base, *layout.readers) for name in layout.names)
 
 
-def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cpu", progress=True) -> RunGram:
+def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cpu", progress=True,
+                  prefetch: bool = True) -> RunGram:
     """The streaming pass itself (no cache): read every chunk once, sum Gram blocks per tensor.
 
     `progress` is True (tqdm bar on stderr), False, or a callable(fraction, message).
+    `prefetch` reads the next chunk on a background thread while this one is multiplied.
     """
-    device = resolve_device(device)
+    threads = torch.get_num_threads()
+    if PASS_TORCH_THREADS:
+        torch.set_num_threads(PASS_TORCH_THREADS)
+    try:
+        return _gram_pass(layout, chunk_mb, resolve_device(device), progress, prefetch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _gram_pass(layout: RunLayout, chunk_mb: float, device: str, progress, prefetch: bool) -> RunGram:
     items = plan_chunks(layout, chunk_mb)
     position = {name: index for index, name in enumerate(layout.names)}
     n_checkpoints = len(layout.readers)
@@ -191,19 +280,24 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
     started, done_bytes, done_tensors = time.perf_counter(), 0, 0
     bytes_per_row = {name: sum(reader.tensors[name].row_numel * reader.tensors[name].dtype.itemsize
                                for reader in (layout.base, *layout.readers)) for name in layout.names}
+    # Two read buffers with prefetch: chunk k+1 is read into one while chunk k, in the other, is
+    # multiplied; chunk k+2 is read into k's buffer only after k's product is done.
+    buffers = [torch.empty(chunk_bytes(layout, items), dtype=torch.uint8) for _ in range(2 if prefetch else 1)]
 
-    def load(item):
-        return read_deltas(layout.base, layout.readers, *item)
+    def load(number):
+        return read_rows(layout.base, layout.readers, *items[number], out=buffers[number % len(buffers)])
 
     with ThreadPoolExecutor(max_workers=1) as prefetcher, bar:  # the bar is cleared before any error shows
-        pending = prefetcher.submit(load, items[0]) if items else None
+        submit = prefetcher.submit if prefetch else _Deferred
+        pending = submit(load, 0) if items else None
         for number, (name, start, stop) in enumerate(items):
-            deltas, base_square = pending.result()
-            pending = prefetcher.submit(load, items[number + 1]) if number + 1 < len(items) else None
+            rows = pending.result()
+            pending = submit(load, number + 1) if number + 1 < len(items) else None
             index = position[name]
-            gram[index] += gram_block(deltas, device)
+            block, base_square = gram_block(rows, device)
+            gram[index] += block
             base_sq_norm[index] += base_square
-            del deltas
+            del rows
             last_chunk_of_tensor = number + 1 == len(items) or items[number + 1][0] != name
             if last_chunk_of_tensor:
                 if not np.isfinite(gram[index]).all() or not np.isfinite(base_sq_norm[index]):
@@ -211,10 +305,10 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
                         pending.cancel()
                     raise _locate_non_finite(layout, name)
                 done_tensors += 1
-            chunk_bytes = (stop - start) * bytes_per_row[name]
-            done_bytes += chunk_bytes
+            chunk_size = (stop - start) * bytes_per_row[name]
+            done_bytes += chunk_size
             elapsed = max(time.perf_counter() - started, 1e-9)
-            bar.update(chunk_bytes)
+            bar.update(chunk_size)
             bar.set_postfix_str(f"{done_tensors / elapsed:.1f} tensors/s", refresh=False)
             if callable(progress):
                 progress(done_bytes / max(total_bytes, 1),
@@ -234,7 +328,7 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
         run: from `open_run`.
         cache_dir: cache folder (default ~/.cache/relex or $RELEX_CACHE_DIR); never the run folder.
         use_cache: False forces a fresh pass (the result is still written to the cache).
-        chunk_mb: float64 working set per chunk, all checkpoints together.
+        chunk_mb: working set per chunk (deltas of all checkpoints together).
         device: 'cpu' or 'cuda' for the Gram products.
         progress: True for a tqdm bar on stderr, False, or a callable(fraction, message).
     """

@@ -1,12 +1,16 @@
 """A lazy, per-tensor reader for one checkpoint (mergekit-style: open files, read on demand).
 
-Safetensors are memory-mapped through `safe_open`; only the rows asked for are copied.
+Safetensors headers are checked through `safe_open`; rows are then copied straight from the
+file with `pread`, so nothing stays memory-mapped and resident memory holds only what was asked
+for (pages of a mapping count in the process's RSS and would grow with the run).
 `.bin`/`.pt` state dicts are loaded with `weights_only=True` (and mmap when the file allows),
 so a pickle that would run code is refused, never executed.
 """
 
 import json
+import os
 import pickle
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +83,7 @@ class CheckpointReader:
         self.location = Path(location)
         self.format, self.files, listed = weight_files(self.location)
         self._handles = {}
+        self._raw = {}  # safetensors file → (descriptor, {tensor: absolute data offset}), opened on first read
         self.tensors: dict[str, TensorInfo] = {}
         for file in self.files:
             self._open(file)
@@ -110,12 +115,18 @@ class CheckpointReader:
             self.tensors[name] = info
         self._handles[file] = handle
 
-    def read(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Rows [start, stop) of a tensor along dim 0 (a 0-d tensor reads as one element)."""
+    def read(self, name: str, start: int = 0, stop: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows [start, stop) of a tensor along dim 0 (a 0-d tensor reads as one element).
+
+        out: optional uint8 tensor, large enough, to read safetensors data into (the result is
+        then a view of it); reusing one buffer spares the page faults of a fresh allocation.
+        """
         info = self.tensors[name]
         handle = self._handles[info.file]
         try:
             if self.format == "safetensors":
+                if info.dtype is not None:
+                    return self._read_rows(name, info, start, stop, out)
                 if not info.shape:
                     return handle.get_tensor(name).reshape(1)
                 return handle.get_slice(name)[start:stop]
@@ -125,8 +136,40 @@ class CheckpointReader:
             raise RelexError(f"cannot read tensor data ({_first_line(error)})", path=info.file,
                              tensor=name) from None
 
+    def _read_rows(self, name: str, info: TensorInfo, start: int, stop: int | None, out) -> torch.Tensor:
+        """Rows [start, stop) of a safetensors tensor, read with pread into `out` or a fresh tensor."""
+        descriptor, offsets = self._raw.get(info.file) or self._open_raw(info.file)
+        start, stop, _ = slice(start, stop).indices(info.rows)
+        shape = (max(0, stop - start), *info.shape[1:]) if info.shape else (1,)
+        nbytes = int(torch.Size(shape).numel()) * info.dtype.itemsize
+        if out is None:
+            out = torch.empty(nbytes, dtype=torch.uint8)
+        elif out.dtype != torch.uint8 or out.numel() < nbytes:
+            raise ValueError(f"out must be a uint8 tensor of at least {nbytes} bytes")
+        buffer = out[:nbytes].numpy()
+        position = offsets[name] + start * info.row_numel * info.dtype.itemsize
+        done = 0
+        while done < buffer.nbytes:  # one pread returns at most ~2 GB
+            count = os.preadv(descriptor, [buffer[done:]], position + done)
+            if count == 0:
+                raise EOFError("file is shorter than its header says")  # read() names file and tensor
+            done += count
+        return out[:nbytes].view(info.dtype).view(shape)
+
+    def _open_raw(self, file: Path) -> tuple:
+        descriptor = os.open(file, os.O_RDONLY)
+        header_size = struct.unpack("<Q", os.pread(descriptor, 8, 0))[0]
+        header = json.loads(os.pread(descriptor, header_size, 8))
+        offsets = {name: 8 + header_size + entry["data_offsets"][0] for name, entry in header.items()
+                   if name != "__metadata__"}
+        self._raw[file] = (descriptor, offsets)
+        return self._raw[file]
+
     def close(self) -> None:
         self._handles.clear()
+        for descriptor, _ in self._raw.values():
+            os.close(descriptor)
+        self._raw.clear()
 
     def __enter__(self):
         return self
