@@ -249,8 +249,10 @@ def evaluation_chart(metrics: pd.DataFrame, reward_names, scores: pd.DataFrame, 
                      height=440)
     for index, name in enumerate(reward_names):
         rows = metrics[metrics["metric"] == name]
+        held_out = index == 0  # reward_names() puts the held-out reward, the verifier's own score, first
         figure.add_trace(go.Scatter(x=rows["step"], y=rows["value"], mode="lines", name=f"RL actual: {name}",
-                                    line=dict(color=OKABE_ITO[7 if index == 0 else 4 + index % 3]),
+                                    line=dict(color=OKABE_ITO[7] if held_out else OKABE_ITO[4],
+                                              dash="solid" if held_out else "dot"),
                                     hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.3f}}<extra>RL actual</extra>"))
     kinds = (("actual", "verifier on the real checkpoint", OKABE_ITO[1], "circle"),
              ("extrapolated", f"RELEX from window {label}", OKABE_ITO[0], "star"),

@@ -273,9 +273,8 @@ def _sidebar(repo_root: Path, messages) -> Analysis | None:
 def page_setup() -> Analysis:
     """First call of every page: draw the sidebar and return the Analysis, or say what is missing and stop.
 
-    Each page draws the sidebar itself (rather than app.py before `page.run()`), so a page is
-    complete however Streamlit runs it: under app.py's st.navigation, or on its own (AppTest
-    runs page files directly when a pages/ folder exists).
+    Each page draws the sidebar itself (rather than app.py before `page.run()`), so a page file
+    is complete on its own and the Analysis it gets is always the one of this very run.
     """
     # One slot on top of the page for the analysis progress or a loading error: it is there on every
     # run, so the page's elements keep their places and none is left over from the previous run.

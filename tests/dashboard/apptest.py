@@ -18,7 +18,7 @@ def open_app(**session_state) -> AppTest:
 
 
 def on_page(app: AppTest, page: str) -> AppTest:
-    app.switch_page(f"pages/{page}.py").run()
+    app.switch_page(f"app_pages/{page}.py").run()
     assert_no_exception(app)
     return app
 

@@ -23,7 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 # Page title → Plotly charts it draws with its default settings.
-PAGES = {"Overview": 2, "Spectra": 3, "Trajectory": 5, "Window": 5, "Export": 1}
+PAGES = {"Overview": 2, "Spectra": 3, "Trajectory": 5, "Window": 5, "Export": 1, "Evaluate": 1}
 PAGE_SECONDS, SLIDER_SECONDS = 3.0, 1.0  # the dashboard's speed targets, with the analysis cached
 TIMINGS: dict = {}
 

@@ -108,9 +108,10 @@ def test_trajectory_page_draws_coefficients_fit_extrapolation_and_residuals(app,
     histogram = trace(charts["r2_histogram"], "r2")
     np.testing.assert_allclose(numbers(histogram["x"]), fit.tensors_frame()["r2"])
 
-    app.number_input(key="trajectory.target").set_value(600).run()
+    beyond = 2 * int(run_gram.steps[-1])
+    app.number_input(key="trajectory.target").set_value(beyond).run()
     extrapolation = trace(figures(app)["coefficients"], "extrapolation")
-    assert numbers(extrapolation["x"]).max() == 600
+    assert numbers(extrapolation["x"]).min() == window[1] and numbers(extrapolation["x"]).max() == beyond
 
 
 def test_window_page_backtests_heatmap_stability_and_suggestion(app, run_gram):
@@ -283,3 +284,36 @@ def test_a_new_run_is_analysed_once_with_visible_progress_and_then_served_from_m
     assert passes == [folder]  # page switches and a window change never ran the pass again
     assert not app.get("progress")
     assert state.window_fit(run_gram, (10, 20)) is fit  # and WindowFits are cached per (run, window, rank, degree)
+
+
+def test_evaluate_page_draws_rl_reward_and_the_scores_of_relex_checkpoints(app, run_gram):
+    from relex_core.sample.verifier import evaluate_checkpoint
+
+    on_page(app, "evaluate")
+    window = shared(app)[0]
+    metrics = frames.trainer_metrics(run_gram.run)
+    heldout = metrics[metrics["metric"] == "heldout_reward"]
+    curve = trace(figures(app)["evaluation"], "RL actual: heldout_reward")
+    np.testing.assert_allclose(numbers(curve["y"]), heldout["value"])
+    assert figures(app)["evaluation"]["layout"]["title"]["text"] == f"RL actual vs RELEX from window {window[0]}:{window[1]}"
+
+    target = int(run_gram.steps[-1])
+    app.text_input(key="evaluate.targets").set_value(str(target)).run()
+    app.multiselect(key="evaluate.reconstruct").set_value([]).run()
+    app.button(key="evaluate.run").click().run()
+    assert_no_exception(app)
+    chart = figures(app)["evaluation"]
+    real = trace(chart, "verifier on the real checkpoint")
+    assert numbers(real["y"])[0] == evaluate_checkpoint(SAMPLE_RUN / f"checkpoint-{target}")["accuracy"]
+    relex = trace(chart, f"RELEX from window {window[0]}:{window[1]}")
+    assert list(numbers(relex["x"])) == [target] and 0 <= numbers(relex["y"])[0] <= 1
+    assert list(app.dataframe[0].value["kind"]) == ["actual", "extrapolated"]
+
+
+def test_evaluate_page_needs_the_sample_run(relex_cache, tmp_path):
+    from relex_core.synthetic import make_run
+
+    folder = make_run(tmp_path / "other-run", steps=(10, 20, 30))
+    app = open_app(**{"relex.run_choice": "Folder on this server", "relex.run_folder": str(folder)})
+    on_page(app, "evaluate")
+    assert "sample run" in app.info[0].value and not figures(app)
