@@ -66,7 +66,7 @@ def run_summary(run_gram: RunGram) -> dict:
             "tensors": len(run_gram.names), "dtypes": ", ".join(sorted(set(run_gram.dtypes))),
             "checkpoints": len(run_gram.steps), "first_step": int(run_gram.steps[0]),
             "last_step": int(run_gram.steps[-1]), "disk_bytes": weights_on_disk(run),
-            "tied": dict(run_gram.tied), "notes": list(run_gram.notes), "from_cache": run_gram.from_cache}
+            "tied": dict(run_gram.tied), "notes": list(run_gram.notes)}
 
 
 def trainer_state_path(run: Run) -> Path | None:

@@ -138,12 +138,13 @@ def prefetch_window_ends(analysis: "Analysis") -> None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _spectrum(fingerprint: str, window: tuple, rank: int, degree: int, _fit: WindowFit):
+def _spectrum(fingerprint: str, window: tuple, _fit: WindowFit):
     return spectrum_frame(_fit)
 
 
 def spectrum(analysis: Analysis):
-    return _spectrum(analysis.run_gram.fingerprint, analysis.window, analysis.rank, analysis.degree, analysis.fit)
+    """The window's full trajectory spectrum per tensor (it depends on the window only, not on rank or fit)."""
+    return _spectrum(analysis.run_gram.fingerprint, analysis.window, analysis.fit)
 
 
 @st.cache_resource(show_spinner="Reading the tensor from two checkpoints…", max_entries=64)
