@@ -140,25 +140,25 @@ def test_moving_the_window_slider_redraws_within_the_time_target(page):
     assert seconds <= SLIDER_SECONDS, f"redraw after {seconds:.2f} s"
 
 
+def export_into(tab, folder: str, outcome: str) -> None:
+    """Type the output folder, press Export and wait for the text that tells the outcome."""
+    field = tab.get_by_label("Output folder (inside the export root)")
+    field.fill(folder)
+    field.press("Enter")
+    tab.wait_for_function(RENDERED, arg=["Export", PAGES["Export"]], timeout=30_000)
+    tab.get_by_role("button", name="Export", exact=True).click()
+    tab.get_by_text(outcome).wait_for(timeout=120_000)
+    assert_no_exception(tab)
+
+
 def test_export_writes_a_checkpoint_under_the_export_root_and_refuses_a_path_out(page, server):
     _, export_root = server
     open_page(page, "Export")
-    folder = page.get_by_label("Output folder (inside the export root)")
-    folder.fill("browser-export")
-    folder.press("Enter")
-    page.wait_for_function(RENDERED, arg=["Export", PAGES["Export"]], timeout=30_000)
-    page.get_by_role("button", name="Export", exact=True).click()
-    page.get_by_text("Wrote 1 checkpoint folder").wait_for(timeout=120_000)
-    assert_no_exception(page)
+    export_into(page, "browser-export", "Wrote 1 checkpoint folder")
     written = export_root / "browser-export"
     assert (written / "config.json").is_file() and list(written.glob("*.safetensors"))
     page.get_by_role("button", name="Download as zip").wait_for(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "export-done.png"))
 
-    folder.fill("../escaped")
-    folder.press("Enter")
-    page.wait_for_function(RENDERED, arg=["Export", PAGES["Export"]], timeout=30_000)
-    page.get_by_role("button", name="Export", exact=True).click()
-    page.get_by_text("must be inside the export root").wait_for(timeout=30_000)
-    assert_no_exception(page)
+    export_into(page, "../escaped", "must be inside the export root")
     assert not (export_root.parent / "escaped").exists()
