@@ -1,0 +1,39 @@
+"""Overview: what the run is, how far the model moved, and the metrics the trainer logged."""
+
+import streamlit as st
+
+from relex_core.views import charts, frames, state
+
+analysis = state.page_setup()
+st.title("Overview")
+summary = frames.run_summary(analysis.run_gram)
+
+columns = st.columns(5)
+columns[0].metric("Parameters", f"{summary['parameters']:,}", help="Floating-point parameters analysed "
+                  "(a tied lm_head is counted once).")
+columns[1].metric("Tensors", summary["tensors"])
+columns[2].metric("Dtype", summary["dtypes"])
+columns[3].metric("Checkpoints", summary["checkpoints"], help=f"Steps {summary['first_step']}–{summary['last_step']} "
+                  "after the base.")
+columns[4].metric("Weights on disk", f"{summary['disk_bytes'] / 2**20:,.1f} MiB", help="Base plus every checkpoint.")
+st.caption(f"Run `{summary['source']}` · base `{summary['base']}` · steps {summary['first_step']}–"
+           f"{summary['last_step']}" + (f" · tied: {', '.join(summary['tied'])}" if summary["tied"] else ""))
+for note in summary["notes"]:
+    st.info(note)
+
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(charts.update_norm_chart(frames.update_norm_frame(analysis.run_gram), analysis.window),
+                    key="update_norm")
+with right, state.errors_shown():
+    metrics = frames.trainer_metrics(analysis.run_gram.run)
+    if metrics.empty:
+        st.info("No trainer_state.json with a log_history in the last checkpoint: no training metrics to show.")
+    else:
+        names = list(dict.fromkeys(metrics["metric"]))
+        chosen = st.multiselect("Metrics", names, default=frames.reward_names(metrics) or names[:1],
+                                key="overview.metrics")
+        st.plotly_chart(charts.metrics_chart(metrics, chosen), key="metrics")
+
+with st.expander("Per-tensor figures for the current window"):
+    st.dataframe(analysis.fit.tensors_frame(), hide_index=True)
