@@ -147,6 +147,17 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing destination folder")
 
 
+def command_spectra(args) -> None:
+    from .spectra import update_spectra_frame
+
+    fit = _load_fit(args)
+    out = _output_folder(args.out, fit.run_gram.run)
+    frame = update_spectra_frame(fit.run_gram, args.step, k=args.k)
+    _write_csv(frame, out / f"update_spectra_step{args.step}.csv")
+    print(f"step {args.step}: median σ1²/‖ΔW‖²_F over {len(frame)} matrices {frame.energy_rank1.median():.4f}, "
+          f"median stable rank {frame.stable_rank.median():.2f}")
+
+
 def command_sample_eval(args) -> None:
     from .sample.verifier import evaluate_checkpoint
 
@@ -197,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--step", type=int, required=True, help="the checkpoint step to reconstruct")
     _add_export_arguments(reconstruct)
     reconstruct.set_defaults(handler=command_reconstruct)
+
+    spectra = commands.add_parser("spectra", help="per-matrix view: top singular values of ΔW = θ_step − θ_0 "
+                                  "for every 2-D tensor, rank-1 energy and stable rank")
+    _add_run_arguments(spectra)
+    spectra.add_argument("--step", type=int, required=True, help="the checkpoint whose update ΔW is analysed")
+    spectra.add_argument("--k", type=int, default=8, help="singular values per matrix (default 8)")
+    spectra.add_argument("--out", required=True, help="folder for update_spectra_stepS.csv")
+    spectra.set_defaults(handler=command_spectra)
 
     sample_eval = commands.add_parser("sample-eval", help="held-out accuracy of sample-model checkpoints "
                                       "(greedy, exact match), e.g. exports of the sample run")

@@ -107,3 +107,23 @@ def delta_spectrum_frame(run_gram: RunGram, tensor: str, step: int, k: int = 16,
     frame.attrs.update(tensor=tensor, step=int(step), frobenius_sq=spectrum.frobenius_sq,
                        energy_rank1=spectrum.energy_rank1, stable_rank=spectrum.stable_rank)
     return frame
+
+
+def update_spectra_frame(run_gram: RunGram, step: int, k: int = 8, *, method: str = "auto") -> pd.DataFrame:
+    """The per-matrix view of every 2-D tensor at one checkpoint (reads θ_0 and θ_step once more).
+
+    Columns: tensor, layer, module, step, sigma_1 … sigma_k of ΔW, energy_rank1 (σ1²/‖ΔW‖²_F),
+    stable_rank (‖ΔW‖²_F/σ1²), frobenius_norm (sqrt G[i, i]).
+    """
+    records = []
+    for name, shape, layer, module in zip(run_gram.names, run_gram.shapes, run_gram.layers, run_gram.modules):
+        if len(shape) != 2:
+            continue
+        spectrum = delta_spectrum_frame(run_gram, name, step, k=min(k, *shape), method=method)
+        record = {"tensor": name, "layer": layer, "module": module, "step": int(step)}
+        record.update({f"sigma_{index}": sigma for index, sigma in zip(spectrum["index"], spectrum["sigma"])})
+        record.update(energy_rank1=spectrum.attrs["energy_rank1"], stable_rank=spectrum.attrs["stable_rank"],
+                      frobenius_norm=float(np.sqrt(spectrum.attrs["frobenius_sq"])))
+        records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    return frame.astype({"layer": "Int64"}) if len(frame) else frame

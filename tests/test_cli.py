@@ -89,3 +89,24 @@ def test_sample_eval_scores_shipped_checkpoints_as_recorded_and_refuses_other_fo
     wrong = subprocess.run([sys.executable, "-m", "relex_core", "sample-eval", str(tmp_path)], cwd=REPO,
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and str(tmp_path) in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_spectra_writes_the_per_matrix_view_matching_numpy_svd(tmp_path):
+    from safetensors.torch import load_file
+
+    result = subprocess.run([sys.executable, "-m", "relex_core", "spectra", str(SAMPLE_RUN), "--step", "480", "--k",
+                             "4", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--quiet"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(tmp_path / "out/update_spectra_step480.csv").set_index("tensor")
+    base = load_file(SAMPLE_RUN / "checkpoint-0/model.safetensors")
+    current = load_file(SAMPLE_RUN / "checkpoint-480/model.safetensors")
+    matrices = [name for name, tensor in base.items() if tensor.ndim == 2]
+    assert sorted(frame.index) == sorted(matrices)
+    for name in ("model.layers.2.mlp.up_proj.weight", "model.embed_tokens.weight"):
+        delta = current[name].double().numpy() - base[name].double().numpy()
+        sigma = np.linalg.svd(delta, compute_uv=False)
+        np.testing.assert_allclose(frame.loc[name, ["sigma_1", "sigma_2", "sigma_3", "sigma_4"]].to_numpy(float),
+                                   sigma[:4], rtol=1e-6)
+        assert frame.loc[name, "energy_rank1"] == pytest.approx(sigma[0] ** 2 / (sigma**2).sum(), rel=1e-8)
+        assert frame.loc[name, "stable_rank"] == pytest.approx((sigma**2).sum() / sigma[0] ** 2, rel=1e-8)
