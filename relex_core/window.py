@@ -59,25 +59,25 @@ def _top_eigenpairs(gram_window: np.ndarray, count: int):
     """(n, count) eigenvalues and (n, T, count) eigenvectors, largest first.
 
     OpenBLAS's threads slow small eigenproblems down by 10× here, so each LAPACK call runs on
-    one thread and the tensors are split over the cores instead.
+    one thread. The full spectrum is numpy's batched eigh, which releases the GIL, so tensors are
+    split over the cores; the subset solver (scipy's f2py wrapper) holds the GIL, so it runs
+    serially, where threads only added waiting (measured: 107 ms threaded vs 75 ms serial for
+    290 tensors × 99 checkpoints).
     """
     size = gram_window.shape[1]
-
-    def solve(block):
-        if count == size:
-            values, vectors = np.linalg.eigh(block)
-        else:
+    with threadpool_limits(1, user_api="blas"):
+        if count < size:
             pairs = [scipy.linalg.eigh(matrix, subset_by_index=[size - count, size - 1], driver="evr",
-                                       check_finite=False) for matrix in block]
-            values = np.array([pair[0] for pair in pairs]).reshape(len(block), count)
-            vectors = np.array([pair[1] for pair in pairs]).reshape(len(block), size, count)
-        return values[:, ::-1], vectors[:, :, ::-1]
-
-    workers = min(_CORES, len(gram_window)) or 1
-    blocks = np.array_split(gram_window, workers) if workers > 1 else [gram_window]
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(solve, blocks))
-    return np.concatenate([values for values, _ in results]), np.concatenate([vectors for _, vectors in results])
+                                       check_finite=False) for matrix in gram_window]
+            values = np.array([pair[0] for pair in pairs]).reshape(len(gram_window), count)
+            vectors = np.array([pair[1] for pair in pairs]).reshape(len(gram_window), size, count)
+            return values[:, ::-1], vectors[:, :, ::-1]
+        workers = min(_CORES, len(gram_window)) or 1
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(np.linalg.eigh, np.array_split(gram_window, workers)))
+    values = np.concatenate([values for values, _ in results])
+    vectors = np.concatenate([vectors for _, vectors in results])
+    return values[:, ::-1], vectors[:, :, ::-1]
 
 
 def energy_fraction(decomposition: Decomposition, rank: int) -> np.ndarray:
