@@ -31,7 +31,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_fit(args, degree: int = 1):
     run = open_run(args.run, base=args.base)
-    _refuse_inside_run(args.cache_dir, run, "cache folder")
+    run.refuse_inside(args.cache_dir, "cache folder")
     if getattr(args, "out", None) is not None:  # a bad --out must fail before the pass, not after it
         folder = _check_output_path(args.out, run)
         if getattr(args, "force", True) is False and folder.exists():  # an export replaces a folder only with --force
@@ -47,13 +47,8 @@ def _load_fit(args, degree: int = 1):
     return WindowFit(run_gram, window=args.window, rank=args.rank, degree=degree)
 
 
-def _refuse_inside_run(path, run, what: str) -> None:
-    """Nothing is ever written inside the run's folder or its checkpoints."""
-    run.refuse_inside(path, what)
-
-
 def _check_output_path(path, run) -> Path:
-    _refuse_inside_run(path, run, "output folder")
+    run.refuse_inside(path, "output folder")  # nothing is ever written inside the run
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise RelexError("output path is an existing file, not a folder", path=folder)
