@@ -2,12 +2,15 @@
 
     python bench/export_vs_floor.py /tmp/relex-export-run --before /tmp/export_before.py
 
-The run is made once (synthetic, Qwen2-like, bf16) and read warm. The floor reads every window
-tensor once with `gram.read_rows` (reused buffer) and writes the output's size once.
+RUN is any run (a folder or a manifest); a missing folder is made first (synthetic, Qwen2-like,
+bf16, 8 checkpoints). The export is one target at twice the last step, window = every checkpoint,
+rank 1, read warm. The floor reads every window tensor once with `gram.read_rows` (reused buffer)
+and writes the output's size once; the process's CPU seconds (user + system) are shown beside.
 """
 
 import argparse
 import importlib.util
+import os
 import shutil
 import sys
 import tempfile
@@ -44,6 +47,10 @@ def floor(run, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def _cpu_seconds(before, after) -> float:
+    return (after.user - before.user) + (after.system - before.system)
+
+
 def load_before(path):
     spec = importlib.util.spec_from_file_location("relex_core._export_before", path)
     module = importlib.util.module_from_spec(spec)
@@ -62,7 +69,9 @@ def main():
         make_run(folder, steps=STEPS, shapes=qwen2_shapes(**SHAPES), dtype=torch.bfloat16)
     run = open_run(folder)
     scratch = Path(tempfile.mkdtemp(prefix="relex-export-bench-"))
-    fit = WindowFit(compute_gram(run, cache_dir=scratch / "cache", progress=False), window=f"0:{STEPS[-1]}", rank=1)
+    run_gram = compute_gram(run, cache_dir=scratch / "cache", progress=False)
+    fit = WindowFit(run_gram, rank=1)
+    target = 2 * int(run_gram.steps[-1])
     versions = {"after": export}
     if args.before:
         versions = {"before": load_before(args.before), **versions}
@@ -70,16 +79,21 @@ def main():
         floor(run, scratch / "warm")  # warm the page cache
         shutil.rmtree(scratch / "warm")
         for repeat in range(args.repeats):
-            seconds = {"floor": floor(run, scratch / "floor")}
+            seconds, cpu = {}, {}
+            before = os.times()
+            seconds["floor"] = floor(run, scratch / "floor")
+            cpu["floor"] = _cpu_seconds(before, os.times())
             for label, module in versions.items():
-                started = time.perf_counter()
-                module.extrapolate(fit, [120], scratch / label, progress=False)
+                started, before = time.perf_counter(), os.times()
+                module.extrapolate(fit, [target], scratch / label, progress=False)
                 seconds[label] = time.perf_counter() - started
+                cpu[label] = _cpu_seconds(before, os.times())
             shutil.rmtree(scratch / "floor")
             for label in versions:
                 shutil.rmtree(scratch / label)
             print(f"repeat {repeat + 1}: " + ", ".join(
-                f"{label} {value:.2f} s" + ("" if label == "floor" else f" ({value / seconds['floor']:.2f}× floor)")
+                f"{label} {value:.2f} s, cpu {cpu[label]:.2f} s"
+                + ("" if label == "floor" else f" ({value / seconds['floor']:.2f}× floor)")
                 for label, value in seconds.items()), flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -208,11 +208,11 @@ def gram_block(rows: torch.Tensor, device: str = "cpu") -> tuple[np.ndarray, flo
     return gram, base_square
 
 
-def delta_blocks(rows: torch.Tensor):
+def float64_blocks(rows: torch.Tensor):
     """(first column, float64 block) over a chunk of `read_rows`, BLOCK_BYTES at a time.
 
-    The block is (N + 1, width): θ_0 in row 0, Δ_t = θ_t − θ_0 in the rows below (exact for
-    bf16/fp16/fp32). It is one reused scratch buffer: use it before asking for the next block.
+    The block is (N + 1, width), the stored values converted exactly. It is one reused scratch
+    buffer: use it before asking for the next block.
     """
     count, numel = rows.shape
     columns = max(1024, BLOCK_BYTES // (8 * count))
@@ -221,6 +221,12 @@ def delta_blocks(rows: torch.Tensor):
         width = min(columns, numel - first)
         block = scratch[:count * width].view(count, width)
         block.copy_(rows[:, first:first + width])
+        yield first, block
+
+
+def delta_blocks(rows: torch.Tensor):
+    """`float64_blocks` with θ_0 in row 0 and Δ_t = θ_t − θ_0 in the rows below (exact for bf16/fp16/fp32)."""
+    for first, block in float64_blocks(rows):
         block[1:] -= block[0]
         yield first, block
 
