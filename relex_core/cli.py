@@ -4,6 +4,8 @@ User errors (RelexError) print one line on stderr and exit with code 2, never a 
 """
 
 import argparse
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -55,48 +57,56 @@ def _check_output_path(path, run) -> Path:
     return folder
 
 
-def _output_folder(path, run) -> Path:
-    folder = _check_output_path(path, run)
+def _write_tables(tables: dict, folder: Path) -> None:
+    """Write {file name: DataFrame} as CSVs into `folder`, all of them or none.
+
+    Every table is written to a hidden file beside its destination first; only when all are
+    complete are they renamed into place, so a full disk never leaves a half-written or a
+    missing table among good ones. A folder this call created is removed again on failure.
+    """
+    created = not folder.exists()
+    staged, current = [], folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        for name, frame in tables.items():
+            current = folder / name
+            staged.append(folder / f".{name}.relex-{os.getpid()}.tmp")
+            frame.to_csv(staged[-1], index=False)
+        for temporary, name in zip(staged, tables):
+            current = folder / name
+            os.replace(temporary, current)
     except OSError as error:
-        raise RelexError(f"cannot create the output folder ({error.strerror or error})", path=folder) from None
-    return folder
-
-
-def _write_csv(frame, path: Path) -> None:
-    try:
-        frame.to_csv(path, index=False)
-    except OSError as error:
-        raise RelexError(f"cannot write ({error.strerror or error})", path=path) from None
-    print(f"wrote {path} ({len(frame)} rows)")
+        for temporary in staged:
+            temporary.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise RelexError(f"cannot write ({error.strerror or error})", path=current) from None
+    for name, frame in tables.items():
+        print(f"wrote {folder / name} ({len(frame)} rows)")
 
 
 def command_analyze(args) -> None:
     fit = _load_fit(args)
     from .analysis import spectrum_frame, stability_frame
 
-    out = _output_folder(args.out, fit.run_gram.run)
-    _write_csv(fit.tensors_frame(), out / "tensors.csv")
-    for by in ("layer", "module", "model"):
-        _write_csv(fit.summary_frame(by), out / f"{by}s.csv" if by != "model" else out / "model.csv")
-    _write_csv(fit.coefficients_frame(), out / "coefficients.csv")
-    _write_csv(spectrum_frame(fit), out / "spectra.csv")
-    _write_csv(stability_frame(fit.run_gram, start=fit.window_steps[0]), out / "stability.csv")
+    out = _check_output_path(args.out, fit.run_gram.run)
+    _write_tables({"tensors.csv": fit.tensors_frame(), "layers.csv": fit.summary_frame("layer"),
+                   "modules.csv": fit.summary_frame("module"), "model.csv": fit.summary_frame("model"),
+                   "coefficients.csv": fit.coefficients_frame(), "spectra.csv": spectrum_frame(fit),
+                   "stability.csv": stability_frame(fit.run_gram, start=fit.window_steps[0])}, out)
     model = fit.summary_frame("model").iloc[0]
     print(f"window {fit.window_steps[0]}:{fit.window_steps[-1]} ({len(fit.window_steps)} checkpoints), "
-          f"{model.tensors} tensors: energy_rank1 {model.energy_rank1:.4f}, r2 {model.r2:.4f}")
+          f"{int(model.tensors)} tensors: energy_rank1 {model.energy_rank1:.4f}, r2 {model.r2:.4f}")
 
 
 def command_backtest(args) -> None:
     fit = _load_fit(args)
-    out = _output_folder(args.out, fit.run_gram.run)
+    out = _check_output_path(args.out, fit.run_gram.run)
     frame = fit.backtest_frame()
     if frame.empty:
         raise RelexError(f"no checkpoint after the window {args.window} to test against", path=args.run)
-    _write_csv(frame, out / "backtest.csv")
-    for by in ("layer", "module"):
-        _write_csv(fit.backtest_frame(by), out / f"backtest_by_{by}.csv")
+    _write_tables({"backtest.csv": frame, "backtest_by_layer.csv": fit.backtest_frame("layer"),
+                   "backtest_by_module.csv": fit.backtest_frame("module")}, out)
     print(frame.pivot(index="target_step", columns="method", values="rel_error").to_string(float_format="%.4f"))
 
 
@@ -146,9 +156,9 @@ def command_spectra(args) -> None:
     from .spectra import update_spectra_frame
 
     fit = _load_fit(args)
-    out = _output_folder(args.out, fit.run_gram.run)
+    out = _check_output_path(args.out, fit.run_gram.run)
     frame = update_spectra_frame(fit.run_gram, args.step, k=args.k)
-    _write_csv(frame, out / f"update_spectra_step{args.step}.csv")
+    _write_tables({f"update_spectra_step{args.step}.csv": frame}, out)
     print(f"step {args.step}: median σ1²/‖ΔW‖²_F over {len(frame)} matrices {frame.energy_rank1.median():.4f}, "
           f"median stable rank {frame.stable_rank.median():.2f}")
 
@@ -168,7 +178,8 @@ def command_sample_eval(args) -> None:
     if args.out:
         import pandas as pd
 
-        _write_csv(pd.DataFrame(rows), Path(args.out))
+        path = Path(args.out).expanduser()
+        _write_tables({path.name: pd.DataFrame(rows)}, path.parent)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -248,12 +248,13 @@ def test_export_killed_mid_way_leaves_no_destination(slow_run, reference, clean_
     process.send_signal(signal.SIGKILL)
     assert finish(process)[0] == -signal.SIGKILL
     assert not destination.exists()
-    # SIGKILL allows no cleanup: only the hidden temporary folder is left, and it does not block a new export.
+    # SIGKILL allows no cleanup: only the hidden temporary folder is left; the next export sweeps it.
     left = [path.name for path in tmp_path.iterdir()]
     assert len(left) == 1 and left[0].startswith(".exported.relex-"), left
 
     returncode, stderr = finish(export(slow_run, destination, cache_dir))
     assert returncode == 0, stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["exported"]
     exported = sorted(path.name for path in destination.iterdir())
     assert exported == sorted(path.name for path in clean_export.iterdir())
     for name in exported:

@@ -5,11 +5,15 @@ safetensors header first and then append tensor data chunk by chunk: memory stay
 chunk however large the model. Shards follow HF's naming (`model-00001-of-00003.safetensors`
 plus `model.safetensors.index.json`), or a single `model.safetensors` when it all fits.
 `atomic_folder` builds the output in a temporary folder beside the destination and renames
-it at the end, so a failure or Ctrl-C leaves no partial checkpoint.
+it at the end, so a failure or Ctrl-C leaves no partial checkpoint; what a killed process
+(SIGKILL, OOM killer) could not remove is swept by the next export to the same place.
 """
 
+import glob
 import json
 import os
+import re
+import socket
 import shutil
 import struct
 import tempfile
@@ -179,7 +183,8 @@ def atomic_folder(destination, *, force: bool = False):
         raise RelexError("destination is an existing file, not a folder", path=destination)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.relex-", dir=destination.parent))
+        _sweep_abandoned(destination)
+        temporary = Path(tempfile.mkdtemp(prefix=_temporary_prefix(destination), dir=destination.parent))
         # mkdtemp makes a private (0700) folder; the result should get the usual permissions, like mkdir.
         umask = os.umask(0)
         os.umask(umask)
@@ -197,6 +202,34 @@ def atomic_folder(destination, *, force: bool = False):
                 named = destination
             raise RelexError(f"cannot write the export ({error.strerror or error})", path=named) from None
         raise
+
+
+def _temporary_prefix(destination: Path, pid: int | None = None) -> str:
+    """`.NAME.relex-HOST-PID-`: who made a temporary folder, so that an abandoned one can be told apart."""
+    return f".{destination.name}.relex-{socket.gethostname()}-{os.getpid() if pid is None else pid}-"
+
+
+def _sweep_abandoned(destination: Path) -> None:
+    """Remove temporary folders beside `destination` whose relex process, on this host, has ended.
+
+    Only a process that was killed outright leaves one. Folders of live processes, of other
+    hosts (a shared file system) and the set-aside old destination of `_replace_folder` are kept.
+    """
+    owner = re.compile(re.escape(f".{destination.name}.relex-{socket.gethostname()}-") + r"(\d+)-")
+    for path in destination.parent.glob(f".{glob.escape(destination.name)}.relex-*"):
+        match = owner.match(path.name)
+        if match and path.is_dir() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _replace_folder(new: Path, destination: Path) -> None:

@@ -326,6 +326,12 @@ def export_disk_full(folder):
                  file_size_limit=40_000)
 
 
+def analysis_disk_full(folder):
+    run = tiny_run(folder)  # the Gram cache (~5 kB) fits; tensors.csv (~7 kB) does not
+    return Setup(run, [str(folder / "out" / "tensors.csv"), "cannot write", "File too large"],
+                 file_size_limit=6_000)
+
+
 CORPUS = [
     # ---- damaged safetensors files
     pytest.param(truncated_shard, id="truncated shard"),
@@ -362,6 +368,7 @@ CORPUS = [
     pytest.param(cache_inside_run, id="cache folder inside the run"),
     pytest.param(output_inside_run, id="output folder inside the run"),
     pytest.param(output_is_a_file, id="output path is an existing file"),
+    pytest.param(analysis_disk_full, id="analysis tables on a full disk (write fails)"),
     # ---- exports (relex extrapolate)
     pytest.param(export_destination_is_a_file, id="export destination is an existing file"),
     pytest.param(export_destination_exists, id="export destination exists, no --force"),

@@ -2,7 +2,10 @@
 
 import json
 import os
+import socket
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -105,6 +108,25 @@ def test_atomic_folder_renames_into_place_only_on_success(tmp_path):
         assert not (tmp_path / "out").exists()
     assert (tmp_path / "out" / "weights").read_text() == "new"
     assert os.listdir(tmp_path) == ["out"]
+
+
+def test_atomic_folder_sweeps_what_killed_exports_left_and_nothing_else(tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = socket.gethostname()
+    abandoned = tmp_path / f".out.relex-{host}-{ended.pid}-k1ll3d"  # its process was SIGKILLed
+    running = tmp_path / f".out.relex-{host}-{os.getpid()}-wr1t1ng"  # a live export writing right now
+    elsewhere = tmp_path / f".out.relex-another-host-{ended.pid}-nfs"  # a process we cannot see
+    set_aside = tmp_path / ".out.relex-old-s4f3"  # an old destination set aside by --force
+    other = tmp_path / f".other.relex-{host}-{ended.pid}-x"  # another destination's
+    for folder in (abandoned, running, elsewhere, set_aside, other):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+    with atomic_folder(tmp_path / "out") as temporary:
+        (temporary / "weights").write_text("new")
+    assert not abandoned.exists()
+    assert all(folder.exists() for folder in (running, elsewhere, set_aside, other))
+    assert (tmp_path / "out" / "weights").read_text() == "new"
 
 
 def test_atomic_folder_gives_ordinary_permissions(tmp_path):
