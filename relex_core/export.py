@@ -252,7 +252,8 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
     # Chunks of every tensor in base order (plan_chunks over a layout of the checkpoints read), sized so
     # that θ_0 and T deltas in float64 for two chunks plus about 3 rows per target would fit chunk_mb.
     # What is held is less: two read buffers as stored (bf16: 2 bytes an element), one output buffer per
-    # target in the output dtype, and cache-sized float64 blocks (gram.float64_blocks).
+    # target in the output dtype, a cache-sized float64 block per core (gram.float64_blocks), and δ̂ in
+    # float64 for each target with its rounding temporaries (the "3 rows per target").
     chunk_layout = RunLayout(layout.run, layout.base, readers, list(by_name), layout.tied, layout.notes)
     items = plan_chunks(chunk_layout, chunk_mb * (window + 1) / (2 * (window + 1) + 3 * n_targets))
     summed = [(by_name[name].source, start, stop) for name, start, stop in items
