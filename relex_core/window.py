@@ -7,15 +7,12 @@ Nothing here reads weights: the directions v_k are never materialised, only thei
 coordinates U in the span of the window's deltas.
 """
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
-from threadpoolctl import threadpool_limits
 
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from . import lapack
 
 # Components with σ_k ≤ RELATIVE_SIGMA_FLOOR·σ_1 carry no direction: eigenvalues of a Gram are
 # exact to ~1e-16·λ_1, so singular values below ~1e-8·σ_1 are numerical noise.
@@ -58,21 +55,16 @@ def decompose(gram_window: np.ndarray, components: int | None = None) -> Decompo
 def _top_eigenpairs(gram_window: np.ndarray, count: int):
     """(n, count) eigenvalues and (n, T, count) eigenvectors, largest first.
 
-    OpenBLAS's threads slow small eigenproblems down by 10× here, so each LAPACK call runs on
-    one thread. The full spectrum is numpy's batched eigh, which releases the GIL, so tensors are
-    split over the cores; the subset solver (scipy's f2py wrapper) holds the GIL, so it runs
-    serially, where threads only added waiting (measured: 107 ms threaded vs 75 ms serial for
-    290 tensors × 99 checkpoints).
+    Tensors are split over the cores, each LAPACK call on one OpenBLAS thread. The subset
+    solver is dsyevr called without the GIL (relex_core.lapack); the full spectrum is numpy's
+    batched eigh, which releases the GIL itself.
     """
     size = gram_window.shape[1]
-    with threadpool_limits(1, user_api="blas"):
-        if count < size:
-            pairs = [scipy.linalg.eigh(matrix, subset_by_index=[size - count, size - 1], driver="evr",
-                                       check_finite=False) for matrix in gram_window]
-            values = np.array([pair[0] for pair in pairs]).reshape(len(gram_window), count)
-            vectors = np.array([pair[1] for pair in pairs]).reshape(len(gram_window), size, count)
-            return values[:, ::-1], vectors[:, :, ::-1]
-        workers = min(_CORES, len(gram_window)) or 1
+    if count < size:
+        values, vectors = lapack.top_eigenpairs(gram_window, count)
+        return values[:, ::-1], vectors[:, :, ::-1]
+    with lapack.one_blas_thread():
+        workers = min(lapack.CORES, len(gram_window)) or 1
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(np.linalg.eigh, np.array_split(gram_window, workers)))
     values = np.concatenate([values for values, _ in results])
