@@ -22,7 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.run_bench import synthetic_run_gram  # noqa: E402
-from relex_core import analysis, lapack, window  # noqa: E402
+from relex_core import analysis, lapack, parallel, window  # noqa: E402
 
 STARTED_FROM = "522304cc845c46cbeac1fb7b4cd3f475d601af94"  # main before the GIL-free eigensolver
 TENSORS, CHECKPOINTS = 290, 100
@@ -99,7 +99,7 @@ def main():
     check_same_results(before, run_gram, [full, f"{steps[3]}:{steps[40]}", f"{steps[0]}:{steps[1]}"])
     load = os.getloadavg()[0]
 
-    print(f"{TENSORS} tensors × {CHECKPOINTS} checkpoints, {lapack.CORES} cores, before = {args.before[:10]}, "
+    print(f"{TENSORS} tensors × {CHECKPOINTS} checkpoints, {parallel.CORES} cores, before = {args.before[:10]}, "
           f"dsyevr capsule: {'yes' if lapack._dsyevr is not None else 'no (scipy fallback)'}; "
           f"ms, median (min–max) over {args.repeats} repeats\n")
 
@@ -108,7 +108,7 @@ def main():
     eigen = side_by_side({
         "before: scipy eigh(subset, evr), serial": lambda: before.window._top_eigenpairs(grams, 2),
         "after, 1 thread": lambda: lapack.top_eigenpairs(grams, 2, workers=1),
-        f"after, {lapack.CORES} threads (default)": lambda: window._top_eigenpairs(grams, 2)}, args.repeats,
+        f"after, {parallel.CORES} threads (default)": lambda: window._top_eigenpairs(grams, 2)}, args.repeats,
         cpu_share)
     print("| top-2 eigenpairs of 290 × (99 × 99) Grams | ms | CPU time / wall time |\n|---|---|---|")
     for label, values in eigen.items():

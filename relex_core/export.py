@@ -15,7 +15,6 @@ rounding can erase part of a small update; how much is measured on the way (`rou
 """
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -33,13 +32,12 @@ from .errors import RelexError
 from .gram import (RunLayout, _locate_non_finite, chunk_bytes, float64_blocks, open_layout, pass_torch_threads,
                    plan_chunks, read_rows)
 from .io.reader import CheckpointReader
+from .parallel import CORES
 from .io.writer import SAFETENSORS_CODES, ShardedWriter, TensorSpec, atomic_folder, finished_together
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
 DEFAULT_SHARD_SIZE = 5 * 10**9
-# Threads summing one chunk's columns side by side (torch runs each on one thread: see gram.PASS_TORCH_THREADS).
-_SUM_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 # Copied beside the weights, from the last window checkpoint (else the base), so the folder loads as is.
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer*.json", "vocab*", "merges.txt",
               "special_tokens_map.json", "added_tokens.json", "chat_template*", "*.model")
@@ -280,7 +278,7 @@ def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, 
 
     try:
         with finished_together(writers), ThreadPoolExecutor(max_workers=1) as prefetcher, \
-                ThreadPoolExecutor(max_workers=_SUM_WORKERS) as summers:
+                ThreadPoolExecutor(max_workers=CORES) as summers:
             pending = prefetcher.submit(load, 0) if items else None
             for number, (name, start, stop) in enumerate(items):
                 rows = pending.result()
@@ -317,7 +315,7 @@ def _write_sum(plan: _Plan, rows: torch.Tensor, weights: np.ndarray, outputs, wr
     # RL updates: ~1e-13 relative), far below what rounding to the output dtype takes (bf16: ~1e-3).
     weights = torch.from_numpy(weights.T)  # (S, T)
     combined = torch.cat([-weights.sum(dim=1, keepdim=True), weights], dim=1)  # (S, T + 1)
-    bounds = np.linspace(0, numel, _SUM_WORKERS + 1).astype(int)
+    bounds = np.linspace(0, numel, CORES + 1).astype(int)
     parts = [pool.submit(_sum_columns, rows[:, start:stop], combined, [target[start:stop] for target in targets])
              for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
     for part in parts:  # in column order, so the sums of squares do not depend on timing

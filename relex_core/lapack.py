@@ -9,15 +9,12 @@ If the pointer cannot be had (another scipy build), the same solver runs seriall
 """
 
 import ctypes
-import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.linalg
-from threadpoolctl import ThreadpoolController
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from .parallel import CORES, one_blas_thread
 
 # cython_lapack declares LAPACK integers as C `int` (32-bit): scipy's own OpenBLAS is LP64.
 _INT = np.intc
@@ -41,19 +38,6 @@ def _load_dsyevr():
 
 
 _dsyevr = _load_dsyevr()
-
-
-@functools.cache
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-def one_blas_thread():
-    """Context: OpenBLAS on one thread; its own threads make eigenproblems this small ~10× slower.
-
-    One controller, found once: threadpool_limits() looks the libraries up on every call (~1 ms).
-    """
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 class _Solver:

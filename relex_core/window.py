@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import lapack
+from .parallel import CORES, one_blas_thread
 
 # Components with σ_k ≤ RELATIVE_SIGMA_FLOOR·σ_1 carry no direction: eigenvalues of a Gram are
 # exact to ~1e-16·λ_1, so singular values below ~1e-8·σ_1 are numerical noise.
@@ -63,8 +64,8 @@ def _top_eigenpairs(gram_window: np.ndarray, count: int):
     if count < size:
         values, vectors = lapack.top_eigenpairs(gram_window, count)
         return values[:, ::-1], vectors[:, :, ::-1]
-    with lapack.one_blas_thread():
-        workers = min(lapack.CORES, len(gram_window)) or 1
+    with one_blas_thread():
+        workers = min(CORES, len(gram_window)) or 1
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(np.linalg.eigh, np.array_split(gram_window, workers)))
     values = np.concatenate([values for values, _ in results])

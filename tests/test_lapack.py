@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from relex_core import lapack
+from relex_core import lapack, parallel
 
 
 def psd(eigenvalues, rng) -> np.ndarray:
@@ -35,7 +35,7 @@ def assert_matches_eigh(matrix: np.ndarray, values: np.ndarray, vectors: np.ndar
     """Eigenvalues to 1e-12·λ1; eigenvectors orthonormal, A u = λ u, and equal to numpy's up to
     sign where an eigenvalue is separated from the rest of the spectrum."""
     size, count = vectors.shape
-    with lapack.one_blas_thread():  # OpenBLAS's threads make small eigh ~10× slower
+    with parallel.one_blas_thread():  # OpenBLAS's threads make small eigh ~10× slower
         reference_values, reference_vectors = np.linalg.eigh(matrix)
     scale = max(abs(reference_values).max(), 1e-300)
     np.testing.assert_allclose(values, reference_values[size - count:], rtol=0, atol=1e-12 * scale)
