@@ -403,7 +403,7 @@ def _table(frame: pd.DataFrame, formats: dict) -> str:
     return header + "\n".join(lines) + "\n"
 
 
-DESIGN_NOTES = """## How the pass spends its time
+DESIGN_NOTES = """## Where the time goes
 
 - A background thread reads each chunk with `pread`, as stored (bf16: 2 bytes an element), into one of two
   reused buffers; the main thread takes cache-sized column blocks of it, converts them to float64, subtracts
@@ -420,15 +420,15 @@ DESIGN_NOTES = """## How the pass spends its time
   shared cores made the conversions ~10× slower); the product is numpy's syrk on float64 blocks instead of
   torch's MKL GEMM (2–3× slower on this AMD CPU for a (T × k)(k × T) product); a `dot` on the base rows goes
   through torch (numpy's woke BLAS threads and cost more than the product).
-- `relex extrapolate` (relex_core/export.py, another helper's file, not changed here), profiled with cProfile
-  at commit 06eaa77 on the warm mini run (T = 20): ~10.6 s against a 0.9 s floor in-process; the main thread
-  waited ~60% of the time on the export's reading thread (each window checkpoint converted to float64 in fresh
-  buffers, with torch's two threads) and spent ~30% in the float64 weighted sum. A prototype of the same loop
-  on `gram.read_rows` (reused buffers, stored dtype) with cache-sized float64 blocks and one torch thread ran
-  in 2.4 s (without the writes): that is the change suggested to the export's owner.
-- Window change: `WindowFit` is dominated by numpy's batched `eigh` of the (tensors, T, T) window Grams, which
-  grows as T³; torch's eigh was slower on this CPU. Large windows (T ≈ 100) miss the 100 ms target here;
-  eigenvalues alone (`eigvalsh`) plus the top-k eigenvectors would cut it (window.py is not this branch's file).
+- `relex extrapolate` uses the same reading thread and buffers. Each chunk's columns are split over the
+  cores (torch and numpy release the GIL); each part is converted to float64 in cache-sized blocks and
+  multiplied once by the weights of θ_0 and of every θ_t (δ̂ = Σ w_t θ_t − (Σ w) θ_0, so no Δ_t is formed),
+  then θ_0 is added and the result correctly rounded (`export.round_to`, whose tie search runs in numpy)
+  over the whole part. Before/after figures in-process: bench/STUDIES.md.
+- Window change: `WindowFit` is dominated by the top-2 eigenpairs of each (T × T) window Gram: LAPACK's
+  dsyevr (subset), called through scipy's Cython pointer with ctypes so that the GIL is free and the tensors
+  are split over the cores (relex_core/lapack.py); the Gram is indexed by slices (views). Before/after in
+  bench/STUDIES.md.
 - Prefetch (reading the next chunk while this one is multiplied) is measured in the variants table above:
   it overlaps disk reads with the product; on a warm run both threads compete for the same two cores.
 - GPU (`--device cuda`): rows travel as stored and are converted, differenced and multiplied in float64 on
