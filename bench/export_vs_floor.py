@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -78,23 +79,31 @@ def main():
     try:
         floor(run, scratch / "warm")  # warm the page cache
         shutil.rmtree(scratch / "warm")
+        rows = []
         for repeat in range(args.repeats):
+            # Alternate the order (floor, before, after / after, before, floor): on a shared machine
+            # whatever runs first or last in a repeat should not always be the same version.
+            order = [("floor", None), *versions.items()]
+            order = order if repeat % 2 == 0 else order[::-1]
             seconds, cpu = {}, {}
-            before = os.times()
-            seconds["floor"] = floor(run, scratch / "floor")
-            cpu["floor"] = _cpu_seconds(before, os.times())
-            for label, module in versions.items():
+            for label, module in order:
                 started, before = time.perf_counter(), os.times()
-                module.extrapolate(fit, [target], scratch / label, progress=False)
+                if module is None:
+                    floor(run, scratch / label)
+                else:
+                    module.extrapolate(fit, [target], scratch / label, progress=False)
                 seconds[label] = time.perf_counter() - started
                 cpu[label] = _cpu_seconds(before, os.times())
-            shutil.rmtree(scratch / "floor")
-            for label in versions:
                 shutil.rmtree(scratch / label)
+            rows.append(seconds)
             print(f"repeat {repeat + 1}: " + ", ".join(
-                f"{label} {value:.2f} s, cpu {cpu[label]:.2f} s"
-                + ("" if label == "floor" else f" ({value / seconds['floor']:.2f}× floor)")
-                for label, value in seconds.items()), flush=True)
+                f"{label} {seconds[label]:.2f} s, cpu {cpu[label]:.2f} s"
+                + ("" if label == "floor" else f" ({seconds[label] / seconds['floor']:.2f}× floor)")
+                for label in ("floor", *versions)), flush=True)
+        medians = {label: float(np.median([row[label] for row in rows])) for label in rows[0]}
+        ratios = {label: float(np.median([row[label] / row["floor"] for row in rows])) for label in versions}
+        print("median: " + ", ".join(f"{label} {value:.2f} s" for label, value in medians.items())
+              + "; median ratio to the floor: " + ", ".join(f"{label} {value:.2f}×" for label, value in ratios.items()))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
