@@ -32,8 +32,8 @@ from .errors import RelexError
 from .gram import (RunLayout, _locate_non_finite, chunk_bytes, float64_blocks, open_layout, pass_torch_threads,
                    plan_chunks, read_rows)
 from .io.reader import CheckpointReader
-from .parallel import CORES
 from .io.writer import SAFETENSORS_CODES, ShardedWriter, TensorSpec, atomic_folder, finished_together
+from .parallel import CORES
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}

@@ -13,8 +13,8 @@ import glob
 import json
 import os
 import re
-import socket
 import shutil
+import socket
 import struct
 import tempfile
 from contextlib import contextmanager
@@ -204,9 +204,9 @@ def atomic_folder(destination, *, force: bool = False):
         raise
 
 
-def _temporary_prefix(destination: Path, pid: int | None = None) -> str:
+def _temporary_prefix(destination: Path) -> str:
     """`.NAME.relex-HOST-PID-`: who made a temporary folder, so that an abandoned one can be told apart."""
-    return f".{destination.name}.relex-{socket.gethostname()}-{os.getpid() if pid is None else pid}-"
+    return f".{destination.name}.relex-{socket.gethostname()}-{os.getpid()}-"
 
 
 def _sweep_abandoned(destination: Path) -> None:
