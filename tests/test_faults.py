@@ -41,10 +41,18 @@ def reference(slow_run, tmp_path_factory):
     return folder / "out", gram
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C reaches the child as it reaches a command run in a terminal. Started from a
+    background job (`cmd &` in a script), the tests would inherit SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def analyze(run, out, cache_dir, *extra, env=None) -> subprocess.Popen:
     command = [sys.executable, "-m", "relex_core", "analyze", str(run), "--out", str(out),
                "--cache-dir", str(cache_dir), *extra]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=as_in_a_terminal)
 
 
 def finish(process: subprocess.Popen, timeout=120) -> tuple[int, str]:
@@ -219,7 +227,8 @@ def clean_export(slow_run, reference, tmp_path_factory):
 def export(run, destination, cache_dir, *extra) -> subprocess.Popen:
     command = [sys.executable, "-m", "relex_core", "extrapolate", str(run), "--target", "120",
                "--out", str(destination), "--cache-dir", str(cache_dir), "--quiet", *extra]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_in_a_terminal)
 
 
 def writing_weights(destination: Path) -> bool:
