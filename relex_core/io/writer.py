@@ -206,7 +206,11 @@ def atomic_folder(destination, *, force: bool = False):
 
 def _temporary_prefix(destination: Path) -> str:
     """`.NAME.relex-HOST-PID-`: who made a temporary folder, so that an abandoned one can be told apart."""
-    return f".{destination.name}.relex-{socket.gethostname()}-{os.getpid()}-"
+    return f"{_this_host_prefix(destination)}{os.getpid()}-"
+
+
+def _this_host_prefix(destination: Path) -> str:
+    return f".{destination.name}.relex-{socket.gethostname()}-"
 
 
 def _sweep_abandoned(destination: Path) -> None:
@@ -215,7 +219,7 @@ def _sweep_abandoned(destination: Path) -> None:
     Only a process that was killed outright leaves one. Folders of live processes, of other
     hosts (a shared file system) and the set-aside old destination of `_replace_folder` are kept.
     """
-    owner = re.compile(re.escape(f".{destination.name}.relex-{socket.gethostname()}-") + r"(\d+)-")
+    owner = re.compile(re.escape(_this_host_prefix(destination)) + r"(\d+)-")
     for path in destination.parent.glob(f".{glob.escape(destination.name)}.relex-*"):
         match = owner.match(path.name)
         if match and path.is_dir() and not _process_alive(int(match.group(1))):
