@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from relex_core.options import parse_target_steps
 from relex_core.views import charts, frames, state
 from relex_core.views.evaluate import default_evaluation_steps, empty_scores, score_checkpoints
 
@@ -28,7 +29,7 @@ reconstruct_steps = controls[1].multiselect("Reconstruct window checkpoints", wi
                                             default=[window_steps[-1]], key="evaluate.reconstruct")
 
 with state.errors_shown():
-    target_steps = frames.parse_target_steps(targets_text)
+    target_steps = parse_target_steps(targets_text)
     settings = (analysis.run_gram.fingerprint, analysis.window, analysis.rank, analysis.degree, tuple(target_steps),
                 tuple(reconstruct_steps))
     if st.button("Score checkpoints", type="primary", key="evaluate.run"):

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from relex_core import export
+from relex_core.options import parse_target_steps
 from relex_core.views import charts, files, frames, state
 
 DTYPES = {"as stored (per tensor)": None, "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
@@ -33,7 +34,7 @@ force = st.checkbox("Replace the folder if it already exists", key="export.force
 st.caption(f"Export root: `{root}` (set RELEX_EXPORT_ROOT to move it). Folders outside it are refused.")
 
 with state.errors_shown():
-    target_steps = frames.parse_target_steps(targets_text)
+    target_steps = parse_target_steps(targets_text)
     if mode == EXTRAPOLATE:
         shown = target_steps[0] if len(target_steps) == 1 else st.selectbox("Weights for target step", target_steps,
                                                                             key="export.weights_step")

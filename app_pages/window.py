@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from relex_core.views import charts, frames, state
+from relex_core import selection
+from relex_core.views import charts, state
 
 analysis = state.page_setup()
 st.title("Window")
@@ -46,9 +47,9 @@ st.subheader("Suggested window")
 controls = st.columns(2)
 tolerance = controls[0].slider("Tolerance over the best held-out error (%)", 0, 50, 10, key="window.tolerance") / 100
 holdout_from = controls[1].select_slider("Held-out checkpoints from step", options=analysis.steps,
-                                         value=frames.default_holdout(analysis.steps), key="window.holdout")
+                                         value=selection.default_holdout(analysis.steps), key="window.holdout")
 with state.errors_shown():
-    suggestion = frames.suggest_window(all_ends, start, holdout_from, tolerance)
+    suggestion = selection.suggest_window(all_ends, start, holdout_from, tolerance)
     st.success(f"Suggested window **{suggestion.window[0]}:{suggestion.window[1]}**: {suggestion.reason}.")
 
     def use_suggestion():

@@ -12,24 +12,9 @@ import pandas as pd
 from . import window as maths
 from .errors import RelexError
 from .gram import RunGram
+from .options import FIT_NAMES, parse_window  # noqa: F401  (parse_window is public here too)
 
 METHODS = ("relex", "last", "linear")
-
-
-def parse_window(window) -> tuple:
-    """'A:B' (inclusive, either side may be empty), (A, B) or None → (A or None, B or None)."""
-    if window is None:
-        return (None, None)
-    if isinstance(window, str):
-        parts = window.split(":")
-        if len(parts) != 2:
-            raise RelexError(f"window '{window}' must look like A:B (step range, inclusive)")
-        try:
-            return tuple(int(part) if part.strip() else None for part in parts)
-        except ValueError:
-            raise RelexError(f"window '{window}' must hold integer steps, like 0:400") from None
-    first, last = window
-    return (None if first is None else int(first), None if last is None else int(last))
 
 
 def window_positions(steps: np.ndarray, window) -> np.ndarray:
@@ -78,8 +63,9 @@ class WindowFit:
         size = len(self.window_positions)
         if not 1 <= rank <= size:
             raise RelexError(f"rank {rank} must be between 1 and the window size {size}")
-        if degree not in (1, 2) or size <= degree:
-            raise RelexError(f"fit degree {degree} needs 1 or 2 and more than {degree} window checkpoints")
+        if degree not in FIT_NAMES or size <= degree:
+            raise RelexError(f"fit degree {degree} needs one of {sorted(FIT_NAMES)} and more than {degree} "
+                             "window checkpoints")
         self.rank, self.degree = rank, degree
         self.window_slice = _as_slice(self.window_positions)
         gram_rows = run_gram.gram[:, self.window_slice, :]

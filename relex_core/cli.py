@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .errors import RelexError
 from .io.discover import open_run
+from .options import FIT_NAMES
 
 # torch, pandas and the maths are imported inside the commands that use them: the run's folder
 # and the output paths are checked first, and a mistake there is reported at once.
@@ -110,13 +111,6 @@ def command_backtest(args) -> None:
     print(frame.pivot(index="target_step", columns="method", values="rel_error").to_string(float_format="%.4f"))
 
 
-def _parse_steps(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise RelexError(f"target '{text}' must be steps separated by commas, like 200 or 200,300") from None
-
-
 def _print_exports(results) -> None:
     from tqdm import tqdm
 
@@ -129,8 +123,10 @@ def _print_exports(results) -> None:
 
 
 def command_extrapolate(args) -> None:
-    targets = _parse_steps(args.target)
-    fit = _load_fit(args, degree={"linear": 1, "poly2": 2}[args.fit])
+    from .options import parse_fit, parse_target_steps
+
+    targets = parse_target_steps(args.target)
+    fit = _load_fit(args, degree=parse_fit(args.fit))
     from . import export
     _print_exports(export.extrapolate(fit, targets, args.out, method=args.method, dtype=args.dtype,
                                       shard_size=args.shard_size, force=args.force, progress=not args.quiet,
@@ -202,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(extrapolate)
     extrapolate.add_argument("--target", required=True,
                              help="target step, or several separated by commas (one sub-folder step-S each)")
-    extrapolate.add_argument("--fit", choices=("linear", "poly2"), default="linear",
+    extrapolate.add_argument("--fit", choices=list(FIT_NAMES.values()), default="linear",
                              help="trend of the coefficients over steps (default linear)")
     extrapolate.add_argument("--method", choices=("relex", "linear"), default="relex",
                              help="relex (fitted trend) or linear (θ_0 + s/s_L (θ_L − θ_0)); default relex")

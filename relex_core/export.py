@@ -28,11 +28,13 @@ from tqdm import tqdm
 
 from . import __version__
 from .analysis import WindowFit
+from .options import fit_name, parse_target_steps
 from .errors import RelexError
 from .gram import (RunLayout, _locate_non_finite, chunk_bytes, float64_blocks, open_layout, pass_torch_threads,
                    plan_chunks, read_rows)
 from .io.reader import CheckpointReader
-from .io.writer import SAFETENSORS_CODES, ShardedWriter, TensorSpec, atomic_folder, finished_together
+from .io.dtypes import SAFETENSORS_CODES
+from .io.writer import ShardedWriter, TensorSpec, atomic_folder, finished_together
 from .parallel import CORES
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -95,7 +97,8 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
 
     Args:
         fit: the window fit (rank, and degree 1 = line or 2 = poly2, come from it).
-        target_steps: one step or several; several give one sub-folder `step-S` each inside `out`.
+        target_steps: one step or several (`analysis.parse_target_steps`); several give one sub-folder
+            `step-S` each inside `out`, in ascending order.
         out: destination folder; refused if it exists (unless force) or lies inside the run.
         method: 'relex' (the fitted trend) or 'linear' (θ_0 + (s / s_L)(θ_L − θ_0)).
         dtype: output dtype of floating tensors (None keeps each tensor's base dtype).
@@ -103,12 +106,7 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
         progress: True (tqdm bar on stderr), False, or a callable(fraction, message).
         chunk_mb: planned float64 working set of one chunk (peak memory is a small multiple of it).
     """
-    requested = list(np.atleast_1d(target_steps))
-    steps = [int(step) for step in requested]
-    if not steps:
-        raise RelexError("no target step given")
-    if steps != requested or min(steps) < 0 or len(set(steps)) != len(steps):
-        raise RelexError(f"target steps {requested} must be distinct whole steps, not negative")
+    steps = parse_target_steps(target_steps)
     weights = fit.weights(steps, method)
     subfolders = [""] if len(steps) == 1 else [f"step-{step}" for step in steps]
     labels = [{"method": method, "target_step": step} for step in steps]
@@ -382,7 +380,7 @@ def _provenance(fit: WindowFit, weights: np.ndarray, labels, dtype) -> list[dict
         records.append({
             "relex_version": __version__, "run": str(run_gram.run.source.absolute()),
             "base": str(run_gram.run.base.path.absolute()), "window_steps": [int(step) for step in fit.window_steps],
-            **label, "rank": fit.rank, "fit": {1: "linear", 2: "poly2"}[fit.degree],
+            **label, "rank": fit.rank, "fit": fit_name(fit.degree),
             "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "base",
             "checkpoint_weights": {str(int(step)): float(weight) for step, weight in zip(fit.window_steps,
                                                                                           model_weights)},

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .errors import RelexError
 from .io.discover import Run
+from .io.dtypes import element_count
 from .io.names import layer_and_module, tied_lm_head
 from .io.reader import CheckpointReader
 
@@ -54,7 +55,7 @@ class RunGram:
 
     @property
     def numels(self) -> np.ndarray:
-        return np.array([int(np.prod(shape)) if shape else 1 for shape in self.shapes], dtype=np.int64)
+        return np.array([element_count(shape) for shape in self.shapes], dtype=np.int64)
 
     @property
     def layers(self) -> list:

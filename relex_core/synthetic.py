@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .io.dtypes import element_count
 from .io.writer import ShardedWriter, TensorSpec, finished_together
 
 QWEN2_0_5B = {"layers": 24, "hidden": 896, "intermediate": 4864, "vocab": 151936, "heads": 14, "kv_heads": 2}
@@ -83,7 +84,7 @@ def _write_tensor(writers, name, shape, all_steps, dtype, relative_update, noise
     Each row block draws from its own seeded generator, so a first sweep can measure ‖θ_0‖ and
     the direction's norm and a second sweep regenerates the same numbers to write them.
     """
-    numel = int(np.prod(shape)) if shape else 1
+    numel = element_count(shape)
     rows = shape[0] if shape else 1
     row_numel = numel // rows if rows else 1
     rows_per_block = max(1, block_elements // max(1, row_numel))

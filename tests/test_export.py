@@ -421,8 +421,8 @@ def test_destinations_inside_or_around_the_run_are_refused(run, cache_dir, tmp_p
 
 def test_bad_requests_are_user_errors(run, cache_dir, tmp_path):
     fit = window_fit(run, cache_dir)
-    for call, message in ((lambda: extrapolate(fit, [60, 60], tmp_path / "a"), "distinct"),
-                          (lambda: extrapolate(fit, [60.5], tmp_path / "a"), "whole steps"),
+    for call, message in ((lambda: extrapolate(fit, [60, 60], tmp_path / "a"), "given twice"),
+                          (lambda: extrapolate(fit, [60.5], tmp_path / "a"), "whole number"),
                           (lambda: extrapolate(fit, [60], tmp_path / "a", method="cubic"), "unknown method"),
                           (lambda: extrapolate(fit, [60], tmp_path / "a", dtype="int8"), "bf16, fp16 or fp32"),
                           (lambda: extrapolate(fit, [60], tmp_path / "a", shard_size="lots"), "shard size"),

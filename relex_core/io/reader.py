@@ -19,9 +19,8 @@ import torch
 from safetensors import safe_open
 
 from ..errors import RelexError
+from .dtypes import DTYPES_BY_CODE, FLOAT_DTYPES, element_count
 
-_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
-                       "F64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
-        numel = 1
-        for size in self.shape:
-            numel *= size
-        return numel
+        return element_count(self.shape)
 
     @property
     def row_numel(self) -> int:
@@ -100,7 +96,8 @@ class CheckpointReader:
                 infos = {}
                 for name in names:
                     view = handle.get_slice(name)
-                    dtype = _SAFETENSORS_DTYPES.get(view.get_dtype())
+                    dtype = DTYPES_BY_CODE.get(view.get_dtype())
+                    dtype = dtype if dtype in FLOAT_DTYPES else None  # other tensors are read whole, never analysed
                     infos[name] = TensorInfo(tuple(view.get_shape()), dtype, file)
             except Exception as error:  # safetensors raises its own error types for bad files
                 raise RelexError(f"not a readable safetensors file ({_safetensors_reason(error, file)})",

@@ -24,10 +24,8 @@ from pathlib import Path
 import torch
 
 from ..errors import RelexError
+from .dtypes import SAFETENSORS_CODES, element_count
 
-SAFETENSORS_CODES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32", torch.float64: "F64",
-                     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-                     torch.uint8: "U8", torch.bool: "BOOL"}
 
 
 @dataclass(frozen=True)
@@ -38,10 +36,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        numel = 1
-        for size in self.shape:
-            numel *= size
-        return numel * self.dtype.itemsize
+        return element_count(self.shape) * self.dtype.itemsize
 
 
 def plan_shards(specs, shard_size: int | None) -> list[list[TensorSpec]]:

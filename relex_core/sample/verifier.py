@@ -7,7 +7,6 @@ heldout_reward, and extrapolated checkpoints written by other tools are scored t
 import time
 from pathlib import Path
 
-import torch
 
 from relex_core.sample import task
 from relex_core.sample.model import generate, load_pretrained

@@ -8,7 +8,8 @@ layer and step, log scales for singular values. The observation window is a shad
 import pandas as pd
 import plotly.graph_objects as go
 
-from .frames import Grid, WindowSuggestion
+from ..selection import WindowSuggestion
+from .frames import Grid
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]

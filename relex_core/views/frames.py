@@ -18,6 +18,7 @@ from ..errors import RelexError
 from ..gram import RunGram
 from ..io.discover import Run
 from ..io.reader import weight_files
+from ..options import fit_name
 
 # --------------------------------------------------------------------------- windows
 
@@ -40,11 +41,6 @@ def clamp_window(window, steps) -> tuple[int, int]:
         return default_window(steps)
     return first, last
 
-
-def default_holdout(steps) -> int:
-    """First step of the last quarter of the checkpoints (at least one): the suggestion's held-out set."""
-    steps = [int(step) for step in steps]
-    return steps[max(2, len(steps) - max(1, len(steps) // 4))] if len(steps) > 2 else steps[-1]
 
 
 # --------------------------------------------------------------------------- overview
@@ -202,107 +198,14 @@ def predicted_coefficient(fit: WindowFit, tensor: str, target_step: int, compone
     return float(fit.projections([target_step])[fit.run_gram.names.index(tensor), component - 1, 0])
 
 
-# --------------------------------------------------------------------------- window choice
-
-
-def window_end_backtests(run_gram: RunGram, start: int, rank: int = 1, degree: int = 1) -> pd.DataFrame:
-    """Backtests of every window start:end, end running over the run's checkpoints (Gram only).
-
-    Columns: window_end, target_step, method, rel_error, cosine. Ends whose window is too
-    small for the rank/degree, or that leave no later checkpoint, are left out.
-    """
-    frames = []
-    for end in run_gram.steps[:-1]:
-        try:
-            fit = WindowFit(run_gram, (start, int(end)), rank=rank, degree=degree)
-        except RelexError:  # window too small for this rank / degree: not a candidate
-            continue
-        frame = fit.backtest_frame()
-        frame.insert(0, "window_end", int(end))
-        frames.append(frame)
-    columns = ["window_end", "target_step", "method", "rel_error", "cosine"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-
-
-@dataclass(frozen=True)
-class WindowSuggestion:
-    """The shortest window whose held-out error is within `tolerance` of the best one's.
-
-    scores: window_end, mean_rel_error over the held-out steps, for every candidate window.
-    """
-    window: tuple[int, int]
-    score: float
-    best_window: tuple[int, int]
-    best_score: float
-    holdout: tuple[int, int]
-    tolerance: float
-    method: str
-    scores: pd.DataFrame
-
-    @property
-    def reason(self) -> str:
-        first, last = self.holdout
-        held_out = f"step {first}" if first == last else f"steps {first}–{last}"
-        chosen = f"{self.window[0]}:{self.window[1]}"
-        best = f"{self.best_window[0]}:{self.best_window[1]}"
-        if self.window == self.best_window:
-            return (f"window {chosen} has the lowest mean held-out error of {self.method} on {held_out} "
-                    f"({self.score:.3g}); no shorter window comes within {self.tolerance:.0%} of it")
-        return (f"window {chosen} is the shortest whose mean held-out error of {self.method} on {held_out} "
-                f"({self.score:.3g}) is within {self.tolerance:.0%} of the best ({self.best_score:.3g}, "
-                f"window {best})")
-
-
-def suggest_window(backtests: pd.DataFrame, start: int, holdout_from: int, tolerance: float = 0.1,
-                   method: str = "relex") -> WindowSuggestion:
-    """Pick a window from `window_end_backtests`: every candidate is scored on the same held-out steps.
-
-    Candidates are the windows start:end with end < holdout_from; each one's score is its mean
-    rel_error over the checkpoints at or after holdout_from (the same targets for all, so short
-    windows are not flattered by easy near targets). The suggestion is the shortest window whose
-    score is at most (1 + tolerance) × the best score.
-    """
-    if tolerance < 0:
-        raise RelexError(f"tolerance {tolerance} must not be negative")
-    rows = backtests[(backtests["method"] == method) & (backtests["target_step"] >= holdout_from)
-                     & (backtests["window_end"] < holdout_from)]
-    scores = (rows.groupby("window_end", sort=True)["rel_error"].mean().dropna()
-              .rename("mean_rel_error").reset_index())
-    if scores.empty:
-        raise RelexError(f"no window from step {start} ends before the held-out steps (from {holdout_from}); "
-                         f"move the held-out start later")
-    held_out = rows["target_step"]
-    best = scores.loc[scores["mean_rel_error"].idxmin()]
-    good_enough = scores[scores["mean_rel_error"] <= best["mean_rel_error"] * (1 + tolerance)]
-    chosen = good_enough.iloc[0]  # sorted by window_end: the shortest window first
-    return WindowSuggestion(window=(int(start), int(chosen["window_end"])), score=float(chosen["mean_rel_error"]),
-                            best_window=(int(start), int(best["window_end"])),
-                            best_score=float(best["mean_rel_error"]),
-                            holdout=(int(held_out.min()), int(held_out.max())), tolerance=float(tolerance),
-                            method=method, scores=scores)
-
-
 # --------------------------------------------------------------------------- export
 
 
-def parse_target_steps(text) -> list[int]:
-    """'400, 500 600' → [400, 500, 600]: distinct, sorted, not negative."""
-    parts = str(text).replace(",", " ").split()
-    if not parts:
-        raise RelexError("give at least one target step, like 400 or 400, 600")
-    try:
-        steps = sorted({int(part) for part in parts})
-    except ValueError:
-        raise RelexError(f"target steps '{text}' must be integers separated by commas") from None
-    if steps[0] < 0:
-        raise RelexError(f"target step {steps[0]} must not be negative")
-    return steps
-
 
 def default_export_name(run_gram: RunGram, window, rank: int, degree: int) -> str:
-    """A folder name that says what was exported: <run>-w<A>-<B>-r<k>[-poly2]."""
+    """A folder name that says what was exported: <run>-w<A>-<B>-r<k>[-<fit> unless linear]."""
     name = Path(run_gram.run.source).name or "run"
-    return f"{name}-w{window[0]}-{window[1]}-r{rank}" + ("-poly2" if degree == 2 else "")
+    return f"{name}-w{window[0]}-{window[1]}-r{rank}" + (f"-{fit_name(degree)}" if degree != 1 else "")
 
 
 def export_results_frame(results) -> pd.DataFrame:

@@ -23,13 +23,15 @@ from ..analysis import WindowFit, spectrum_frame, stability_frame
 from ..errors import RelexError
 from ..gram import RunGram, compute_gram
 from ..io.discover import open_run
+from ..options import FIT_NAMES
+from .. import selection
 from ..spectra import delta_spectrum_frame
 from . import frames
 
 SAMPLE_RUN = "Sample run"
 FOLDER_RUN = "Folder on this server"
 WINDOW, RANK, DEGREE = "relex.window", "relex.rank", "relex.degree"
-DEGREE_NAMES = {1: "linear", 2: "poly2"}
+DEGREE_NAMES = FIT_NAMES
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,11 @@ def _background() -> ThreadPoolExecutor:
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _window_end_backtests(fingerprint: str, start: int, rank: int, degree: int, _run_gram: RunGram) -> Future:
-    return _background().submit(frames.window_end_backtests, _run_gram, start, rank, degree)
+    return _background().submit(selection.window_end_backtests, _run_gram, start, rank, degree)
 
 
 def window_end_backtests(run_gram: RunGram, start: int, rank: int, degree: int):
-    """`frames.window_end_backtests`, cached per (run, start, rank, degree); waits if still computing."""
+    """`selection.window_end_backtests`, cached per (run, start, rank, degree); waits if still computing."""
     return _window_end_backtests(run_gram.fingerprint, int(start), int(rank), int(degree), run_gram).result()
 
 

@@ -135,7 +135,7 @@ def test_moving_the_window_slider_redraws_within_the_time_target(page):
     assert new_end < old_end
     sidebar_end = page.locator('[data-testid="stSidebar"] [data-testid="stSlider"] input[type="range"]').nth(1)
     assert int(sidebar_end.get_attribute("aria-valuetext")) == new_end  # one window shared by all pages
-    assert page.get_by_text(f"Backtest of window").first.inner_text().endswith(f":{new_end}")
+    assert page.get_by_text("Backtest of window").first.inner_text().endswith(f":{new_end}")
     page.screenshot(path=str(ARTIFACTS / "window-after-slider.png"))
     assert seconds <= SLIDER_SECONDS, f"redraw after {seconds:.2f} s"
 

@@ -130,74 +130,13 @@ def test_trend_frame_follows_the_fit_and_joins_at_the_window_end(run_gram, windo
     assert set(frames.trend_frame(fit, name, window[1] - 1)["part"]) == {"window"}
 
 
-def test_window_end_backtests_concatenate_one_window_fit_per_end(run_gram):
-    steps = [int(step) for step in run_gram.steps]
-    table = frames.window_end_backtests(run_gram, steps[2], rank=3)
-    ends = sorted(table["window_end"].unique())
-    assert ends == steps[4:-1]  # a window of two checkpoints is too small for rank 3; the last leaves no target
-    for end in (steps[4], steps[15]):
-        expected = WindowFit(run_gram, (steps[2], end), rank=3).backtest_frame()
-        got = table[table["window_end"] == end].drop(columns="window_end").reset_index(drop=True)
-        pd.testing.assert_frame_equal(got, expected)
-
-
-def fake_backtests(scores: dict, targets=(80, 90, 100)) -> pd.DataFrame:
-    """rel_error of each window end on each target: the score, plus a target-dependent offset that averages out."""
-    rows = []
-    for end, score in scores.items():
-        for target, offset in zip(targets, (-0.01, 0.0, 0.01)):
-            rows.append((end, target, "relex", score + offset, 1.0))
-            rows.append((end, target, "last", 10.0, 1.0))
-        rows.append((end, end + 5, "relex", 0.0, 1.0))  # a near target, before the held-out set: ignored
-    return pd.DataFrame(rows, columns=["window_end", "target_step", "method", "rel_error", "cosine"])
-
-
-def test_suggest_window_picks_the_shortest_window_within_tolerance_of_the_best():
-    backtests = fake_backtests({20: 0.50, 30: 0.30, 40: 0.215, 50: 0.20, 60: 0.21})
-    suggestion = frames.suggest_window(backtests, start=10, holdout_from=80, tolerance=0.1)
-    assert suggestion.window == (10, 40) and suggestion.score == pytest.approx(0.215)
-    assert suggestion.best_window == (10, 50) and suggestion.best_score == pytest.approx(0.20)
-    assert suggestion.holdout == (80, 100)
-    assert "10:40" in suggestion.reason and "10:50" in suggestion.reason and "10%" in suggestion.reason
-    strict = frames.suggest_window(backtests, start=10, holdout_from=80, tolerance=0.0)
-    assert strict.window == (10, 50) and "lowest" in strict.reason
-    np.testing.assert_allclose(suggestion.scores["mean_rel_error"], [0.50, 0.30, 0.215, 0.20, 0.21])
-
-
-def test_suggest_window_scores_every_candidate_on_the_same_held_out_steps():
-    backtests = fake_backtests({20: 0.5, 30: 0.4, 90: 0.01})  # end 90 is inside the held-out steps: no candidate
-    suggestion = frames.suggest_window(backtests, start=10, holdout_from=80, tolerance=0.1)
-    assert list(suggestion.scores["window_end"]) == [20, 30]
-    with pytest.raises(RelexError, match="ends before the held-out steps"):
-        frames.suggest_window(backtests, start=10, holdout_from=15)
-
-
-def test_suggest_window_on_the_sample_run(run_gram):
-    holdout, start = frames.default_holdout(run_gram.steps), int(run_gram.steps[0])
-    suggestion = frames.suggest_window(frames.window_end_backtests(run_gram, start), start, holdout)
-    assert suggestion.window[1] < holdout and suggestion.score <= suggestion.best_score * 1.1
-
-
-def test_windows_default_clamp_and_holdout():
+def test_windows_default_and_clamp():
     steps = [10, 20, 30, 40, 50, 60, 70, 80]
     assert frames.default_window(steps) == (10, 40)
     assert frames.default_window([10, 20, 30]) == (10, 20)
     assert frames.clamp_window((15, 55), steps) == (20, 50)
     assert frames.clamp_window((75, 90), steps) == (10, 40)  # one checkpoint left: back to the default
     assert frames.clamp_window(None, steps) == (10, 40)
-    assert frames.default_holdout(steps) == 70
-    assert frames.default_holdout([10, 20]) == 20
-
-
-@pytest.mark.parametrize("text, steps", [("400", [400]), ("600, 400 400", [400, 600]), (" 0 ,", [0])])
-def test_parse_target_steps(text, steps):
-    assert frames.parse_target_steps(text) == steps
-
-
-@pytest.mark.parametrize("text, message", [("", "at least one"), ("4e2", "integers"), ("-5", "not be negative")])
-def test_parse_target_steps_refuses(text, message):
-    with pytest.raises(RelexError, match=message):
-        frames.parse_target_steps(text)
 
 
 def test_default_export_name_says_window_rank_and_fit(run_gram):

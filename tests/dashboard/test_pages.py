@@ -7,6 +7,7 @@ import pytest
 
 from relex_core import WindowFit, compute_gram, spectrum_frame, stability_frame
 from relex_core.spectra import delta_spectrum_frame
+from relex_core import selection
 from relex_core.views import frames
 from relex_core.views.state import DEGREE, RANK, WINDOW
 
@@ -140,8 +141,8 @@ def test_window_page_backtests_heatmap_stability_and_suggestion(app, run_gram):
 
     stability = stability_frame(run_gram, start=window[0])
     np.testing.assert_allclose(numbers(trace(charts["stability"], "median tensor")["y"]), stability["overlap_median"])
-    suggestion = frames.suggest_window(frames.window_end_backtests(run_gram, window[0], rank, degree), window[0],
-                                       frames.default_holdout(run_gram.steps), 0.10)
+    suggestion = selection.suggest_window(selection.window_end_backtests(run_gram, window[0], rank, degree), window[0],
+                                       selection.default_holdout(run_gram.steps), 0.10)
     assert suggestion.reason in app.success[0].value
 
     app.select_slider(key="window:relex.window").set_range(run_gram.steps[1], run_gram.steps[9]).run()
@@ -253,7 +254,7 @@ def test_export_page_shows_a_bad_target_as_one_error_line(app, export_root):
     on_page(app, "export")
     app.text_input(key="export.targets").set_value("soon").run()
     assert_no_exception(app)
-    assert [error.value for error in app.error] == ["target steps 'soon' must be integers separated by commas"]
+    assert [error.value for error in app.error] == ["target step 'soon' must be a whole number, like 400 or 400,600"]
 
 
 def test_a_new_run_is_analysed_once_with_visible_progress_and_then_served_from_memory(relex_cache, tmp_path,
