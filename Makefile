@@ -3,10 +3,12 @@ VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 PORT   ?= 8501
 
+# requirements.txt: relex and its dashboard at the tested pins; requirements-dev.txt adds every
+# other extra (eval, ray, tensorboard) and the test tools, so that `make test` covers them all.
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -r requirements.txt -e .
+	$(PYTHON) -m pip install -q -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt

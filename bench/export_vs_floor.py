@@ -1,15 +1,17 @@
 """Warm in-process export timing against a read floor, with an older export.py side by side.
 
-    python bench/export_vs_floor.py /tmp/relex-export-run --before /tmp/export_before.py
+    python bench/export_vs_floor.py /tmp/relex-export-run --before feb310b
 
 RUN is any run (a folder or a manifest); a missing folder is made first (synthetic, Qwen2-like,
 bf16, 8 checkpoints). The export is one target at twice the last step, window = every checkpoint,
-rank 1, read warm. The floor reads every window tensor once with `gram.read_rows` (reused buffer)
+rank 1, read warm. The floor reads every window tensor once with `stream.read_rows` (reused buffer)
 and writes the output's size once; the process's CPU seconds (user + system) are shown beside.
+--before takes a git commit whose relex_core is loaded beside this one (bench/before.py); both
+run in this process, so they share its thread settings (bench/side_by_side.py runs each alone).
 """
 
 import argparse
-import importlib.util
+import importlib
 import os
 import shutil
 import sys
@@ -23,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from relex_core import export  # noqa: E402
 from relex_core.analysis import WindowFit  # noqa: E402
-from relex_core.gram import chunk_bytes, compute_gram, open_layout, plan_chunks, read_rows  # noqa: E402
+from relex_core.gram import compute_gram, pass_items  # noqa: E402
 from relex_core.io.discover import open_run  # noqa: E402
+from relex_core.stream import chunk_bytes, open_layout, read_rows  # noqa: E402
 from relex_core.synthetic import make_run, qwen2_shapes  # noqa: E402
 
 SHAPES = dict(layers=4, hidden=896, intermediate=4864, vocab=32000, heads=14, kv_heads=2)
@@ -36,12 +39,12 @@ def floor(run, out: Path) -> float:
     layout = open_layout(run)
     started = time.perf_counter()
     try:
-        items = plan_chunks(layout, 256)
+        items = pass_items(layout, 256)
         buffer = torch.empty(chunk_bytes(layout, items), dtype=torch.uint8)
         out.mkdir(parents=True)
         with open(out / "model.safetensors", "wb") as file:
-            for name, start, stop in items:
-                rows = read_rows(layout.base, layout.readers, name, start, stop, out=buffer)
+            for item in items:
+                rows = read_rows(layout, item, out=buffer)
                 file.write(rows[0].view(torch.uint8).numpy().data)
     finally:
         layout.close()
@@ -52,17 +55,16 @@ def _cpu_seconds(before, after) -> float:
     return (after.user - before.user) + (after.system - before.system)
 
 
-def load_before(path):
-    spec = importlib.util.spec_from_file_location("relex_core._export_before", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_before(ref: str):
+    from bench.before import package_at
+
+    return importlib.import_module(f"{package_at(ref).__name__}.export")
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
-    parser.add_argument("--before", default=None, help="an older export.py to time beside this one")
+    parser.add_argument("--before", default=None, help="a git commit whose export to time beside this one")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     folder = Path(args.run)

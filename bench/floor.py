@@ -18,18 +18,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from relex_core.gram import PASS_TORCH_THREADS, open_layout, plan_chunks  # noqa: E402
+from relex_core.gram import pass_items  # noqa: E402
 from relex_core.io.discover import open_run  # noqa: E402
 from relex_core.io.writer import ShardedWriter, TensorSpec  # noqa: E402
+from relex_core.stream import open_layout  # noqa: E402
 
 
-def read_floor(run_source, chunk_mb: float = 256, threads: int | None = PASS_TORCH_THREADS, write=None,
+def read_floor(run_source, chunk_mb: float = 256, threads: int | None = 1, write=None,
                shard_size: int | None = None) -> dict:
     """Seconds to read the run once into float32 (and write one model, with `write`), and bytes read.
 
     Like the pass, it reuses one raw buffer and one float32 buffer (fresh allocations would
-    page-fault and make the floor slower than it needs to be) and runs torch with the pass's
-    thread count.
+    page-fault and make the floor slower than it needs to be) and runs torch on one thread, as
+    relex does (relex_core.threads).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -38,7 +39,7 @@ def read_floor(run_source, chunk_mb: float = 256, threads: int | None = PASS_TOR
     total_bytes = 0
     writer = None
     try:
-        items = plan_chunks(layout, chunk_mb)
+        items = pass_items(layout, chunk_mb)
         readers = (layout.base, *layout.readers)
         sizes = [((stop - start) * layout.base.tensors[name].row_numel,
                   max(reader.tensors[name].dtype.itemsize for reader in readers)) for name, start, stop in items]
@@ -67,8 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     parser.add_argument("--chunk-mb", type=float, default=256)
-    parser.add_argument("--threads", type=int, default=PASS_TORCH_THREADS,
-                        help=f"torch threads (default {PASS_TORCH_THREADS}, as in relex's pass)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as in relex)")
     parser.add_argument("--write", default=None, help="also write the base's tensors here (export floor)")
     parser.add_argument("--shard-gb", type=float, default=5.0)
     args = parser.parse_args()

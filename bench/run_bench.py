@@ -42,9 +42,10 @@ sys.path.insert(0, str(REPO))
 
 from bench.generate import generate, model_dims, parameter_count  # noqa: E402
 from relex_core.analysis import WindowFit  # noqa: E402
-from relex_core import gram  # noqa: E402
-from relex_core.gram import RunGram, open_layout, run_gram_pass  # noqa: E402
+from relex_core import threads  # noqa: E402
+from relex_core.gram import RunGram, run_gram_pass  # noqa: E402
 from relex_core.io.discover import Checkpoint, Run, open_run  # noqa: E402
+from relex_core.stream import open_layout  # noqa: E402
 from relex_core.synthetic import TINY, qwen2_shapes  # noqa: E402
 
 PYTHON = sys.executable
@@ -327,24 +328,26 @@ def _best_time(function, repeats: int = 5) -> float:
 
 
 def ablations(config: BenchConfig, runs: dict, log) -> list[dict]:
-    """In-process variants on the warm mini run: the pass with prefetch off, other chunk sizes,
-    torch's own thread count; the floor with torch's own thread count."""
+    """In-process variants on the warm mini run: the pass with prefetch off, other chunk sizes, its
+    products on one thread, torch's own thread count; the floor with torch's own thread count."""
     size = config.warm_sizes[0]
     run = runs[(size, max(config.checkpoint_counts))]
     warm(run_files(run))
-    default = f"pass: default (prefetch, {config.chunk_mb:g} MB chunks, {gram.PASS_TORCH_THREADS} torch thread)"
-    variants = [(default, {}, gram.PASS_TORCH_THREADS),
-                ("pass: no prefetch", {"prefetch": False}, gram.PASS_TORCH_THREADS),
-                ("pass: 64 MB chunks", {"chunk_mb": 64}, gram.PASS_TORCH_THREADS),
-                ("pass: 1024 MB chunks", {"chunk_mb": 1024}, gram.PASS_TORCH_THREADS),
-                (f"pass: torch threads left at {torch.get_num_threads()}", {}, None),
-                (default + ", again", {}, gram.PASS_TORCH_THREADS)]
+    threads.configure()
+    cores, own_threads = threads.cores(), os.cpu_count() or 1
+    default = f"pass: default (prefetch, {config.chunk_mb:g} MB chunks, products on {cores} threads, 1 torch thread)"
+    variants = [(default, {}, 1),
+                ("pass: no prefetch", {"prefetch": False}, 1),
+                ("pass: 64 MB chunks", {"chunk_mb": 64}, 1),
+                ("pass: 1024 MB chunks", {"chunk_mb": 1024}, 1),
+                ("pass: products on 1 thread", {"workers": 1}, 1),
+                (f"pass: torch at {own_threads} threads", {}, own_threads),
+                (default + ", again", {}, 1)]
     rows = []
-    chosen = gram.PASS_TORCH_THREADS
     try:
-        for label, options, threads in variants:
+        for label, options, torch_threads in variants:
             log(f"ablation: {label}")
-            gram.PASS_TORCH_THREADS = threads
+            torch.set_num_threads(torch_threads)
             layout = open_layout(open_run(run))
             try:
                 started = time.perf_counter()
@@ -353,12 +356,13 @@ def ablations(config: BenchConfig, runs: dict, log) -> list[dict]:
             finally:
                 layout.close()
     finally:
-        gram.PASS_TORCH_THREADS = chosen
-    for threads in (chosen, torch.get_num_threads()):
-        log(f"ablation: floor with {threads} torch threads")
+        torch.set_num_threads(1)  # what relex_core.threads chose for this process
+    for torch_threads in (1, own_threads):
+        log(f"ablation: floor with {torch_threads} torch threads")
         result = measure([PYTHON, str(REPO / "bench" / "floor.py"), str(run), "--chunk-mb", str(config.chunk_mb),
-                          "--threads", str(threads)])
-        rows.append({"variant": f"floor: {threads} torch thread(s)", "seconds": json.loads(result["stdout"])["seconds"]})
+                          "--threads", str(torch_threads)])
+        rows.append({"variant": f"floor: {torch_threads} torch thread(s)",
+                     "seconds": json.loads(result["stdout"])["seconds"]})
     return rows
 
 
@@ -406,8 +410,9 @@ def _table(frame: pd.DataFrame, formats: dict) -> str:
 DESIGN_NOTES = """## Where the time goes
 
 - A background thread reads each chunk with `pread`, as stored (bf16: 2 bytes an element), into one of two
-  reused buffers; the main thread takes cache-sized column blocks of it, converts them to float64, subtracts
-  θ_0 and multiplies with BLAS syrk (numpy `a @ a.T`). Nothing is memory-mapped, so peak RSS is a few chunks
+  reused buffers (relex_core/stream.py); a pool of `threads.cores()` threads takes cache-sized column blocks
+  of it, converts them to float64, subtracts θ_0 and multiplies with BLAS syrk (numpy `a @ a.T`, BLAS on one
+  thread), and the blocks' products are added in column order. Nothing is memory-mapped, so peak RSS is a few chunks
   plus the interpreter, whatever the run's size or T.
 - The product is T/2 multiply-adds per stored element of each checkpoint, in float64 (the exactness the
   Gram identities rely on). On this CPU BLAS manages roughly 0.3–0.6 G element·checkpoints/s per core for
@@ -416,14 +421,14 @@ DESIGN_NOTES = """## Where the time goes
 - Changes on this branch, from profiles taken while developing (single runs on this shared machine):
   safetensors rows are read with `pread` instead of through a memory map (a mapped run counted in RSS: 4.3 GB
   peak for a 3.7 GB run); read and conversion buffers are reused (fresh multi-MB allocations page-fault:
-  reads and conversions ran 2–5× slower); torch runs one thread during the pass (two OpenMP threads on two
-  shared cores made the conversions ~10× slower); the product is numpy's syrk on float64 blocks instead of
+  reads and conversions ran 2–5× slower); torch runs one thread (two OpenMP threads on two
+  shared cores made the conversions ~10× slower; relex_core/threads.py sets it once per process); the product is numpy's syrk on float64 blocks instead of
   torch's MKL GEMM (2–3× slower on this AMD CPU for a (T × k)(k × T) product); a `dot` on the base rows goes
   through torch (numpy's woke BLAS threads and cost more than the product).
 - `relex extrapolate` uses the same reading thread and buffers. Each chunk's columns are split over the
   cores (torch and numpy release the GIL); each part is converted to float64 in cache-sized blocks and
   multiplied once by the weights of θ_0 and of every θ_t (δ̂ = Σ w_t θ_t − (Σ w) θ_0, so no Δ_t is formed),
-  then θ_0 is added and the result correctly rounded (`export.round_to`, whose tie search runs in numpy)
+  then θ_0 is added and the result correctly rounded (`rounding.round_to`, whose tie search runs in numpy)
   over the whole part. Before/after figures in-process: bench/STUDIES.md.
 - Window change: `WindowFit` is dominated by the top-2 eigenpairs of each (T × T) window Gram: LAPACK's
   dsyevr (subset), called through scipy's Cython pointer with ctypes so that the GIL is free and the tensors

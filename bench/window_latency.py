@@ -10,8 +10,8 @@ and (min–max) over the repeats. Prints a markdown table.
 """
 
 import argparse
+import importlib
 import os
-import subprocess
 import sys
 import time
 import types
@@ -22,30 +22,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.run_bench import synthetic_run_gram  # noqa: E402
-from relex_core import analysis, lapack, parallel, window  # noqa: E402
+from relex_core import analysis, lapack, threads, window  # noqa: E402
 
 STARTED_FROM = "522304cc845c46cbeac1fb7b4cd3f475d601af94"  # main before the GIL-free eigensolver
 TENSORS, CHECKPOINTS = 290, 100
 
 
 def load_before(ref: str) -> types.ModuleType:
-    """window.py and analysis.py at `ref` as the package `relex_before`; their other relative
-    imports (errors, gram, ...) resolve to the current relex_core modules."""
-    package = types.ModuleType("relex_before")
-    package.__path__ = []
-    sys.modules["relex_before"] = package
-    for name, module in list(sys.modules.items()):
-        if name.startswith("relex_core."):
-            sys.modules["relex_before." + name.removeprefix("relex_core.")] = module
-            setattr(package, name.removeprefix("relex_core."), module)
+    """relex_core at `ref` as the package `relex_before` (bench/before.py), with its window and analysis loaded."""
+    from bench.before import package_at
+
+    package = package_at(ref)
     for name in ("window", "analysis"):
-        source = subprocess.run(["git", "show", f"{ref}:relex_core/{name}.py"], cwd=REPO, check=True,
-                                capture_output=True, text=True).stdout
-        module = types.ModuleType(f"relex_before.{name}")
-        module.__package__, module.__file__ = "relex_before", f"{ref}:relex_core/{name}.py"
-        sys.modules[module.__name__] = module
-        setattr(package, name, module)
-        exec(compile(source, module.__file__, "exec"), module.__dict__)
+        importlib.import_module(f"{package.__name__}.{name}")
     return package
 
 
@@ -99,7 +88,7 @@ def main():
     check_same_results(before, run_gram, [full, f"{steps[3]}:{steps[40]}", f"{steps[0]}:{steps[1]}"])
     load = os.getloadavg()[0]
 
-    print(f"{TENSORS} tensors × {CHECKPOINTS} checkpoints, {parallel.CORES} cores, before = {args.before[:10]}, "
+    print(f"{TENSORS} tensors × {CHECKPOINTS} checkpoints, {threads.cores()} cores, before = {args.before[:10]}, "
           f"dsyevr capsule: {'yes' if lapack._dsyevr is not None else 'no (scipy fallback)'}; "
           f"ms, median (min–max) over {args.repeats} repeats\n")
 
@@ -108,7 +97,7 @@ def main():
     eigen = side_by_side({
         "before: scipy eigh(subset, evr), serial": lambda: before.window._top_eigenpairs(grams, 2),
         "after, 1 thread": lambda: lapack.top_eigenpairs(grams, 2, workers=1),
-        f"after, {parallel.CORES} threads (default)": lambda: window._top_eigenpairs(grams, 2)}, args.repeats,
+        f"after, {threads.cores()} threads (default)": lambda: window._top_eigenpairs(grams, 2)}, args.repeats,
         cpu_share)
     print("| top-2 eigenpairs of 290 × (99 × 99) Grams | ms | CPU time / wall time |\n|---|---|---|")
     for label, values in eigen.items():

@@ -20,10 +20,11 @@ from .options import FIT_NAMES
 # and the output paths are checked first, and a mistake there is reported at once.
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_run_arguments(parser: argparse.ArgumentParser, window: bool = True) -> None:
     parser.add_argument("run", help="run folder (checkpoint-N, global_step_N, ...) or a step,path manifest")
     parser.add_argument("--base", help="base checkpoint (default: the run's step-0 checkpoint)")
-    parser.add_argument("--window", default=None, help="observation window A:B in steps, inclusive (default: all)")
+    if window:
+        parser.add_argument("--window", default=None, help="observation window A:B in steps, inclusive (default: all)")
     parser.add_argument("--rank", type=int, default=1, help="number of trajectory directions (default 1)")
     parser.add_argument("--cache-dir", default=None, help="Gram cache folder (default ~/.cache/relex)")
     parser.add_argument("--no-cache", action="store_true", help="ignore the cache and do a fresh pass")
@@ -47,7 +48,7 @@ def _load_fit(args, degree: int = 1):
         print(f"relex: note: {note}", file=sys.stderr)
     from .analysis import WindowFit
 
-    return WindowFit(run_gram, window=args.window, rank=args.rank, degree=degree)
+    return WindowFit(run_gram, window=getattr(args, "window", None), rank=args.rank, degree=degree)
 
 
 def _check_output_path(path, run) -> Path:
@@ -159,6 +160,52 @@ def command_spectra(args) -> None:
           f"median stable rank {frame.stable_rank.median():.2f}")
 
 
+def _tolerance(text) -> float:
+    """A tolerance as a fraction: '0.1' or '10%'."""
+    cleaned = str(text).strip()
+    try:
+        value = float(cleaned[:-1]) / 100 if cleaned.endswith("%") else float(cleaned)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a tolerance like 0.1 or 10%") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"tolerance '{text}' must not be negative")
+    return value
+
+
+def command_suggest(args) -> None:
+    from . import selection
+
+    fit = _load_fit(args)
+    run_gram = fit.run_gram
+    holdout = selection.default_holdout(run_gram.steps) if args.holdout_from is None else args.holdout_from
+    backtests = selection.window_end_backtests(run_gram, args.start, rank=args.rank)
+    suggestion = selection.suggest_window(backtests, args.start, holdout, tolerance=args.tolerance)
+    print(f"suggested window {suggestion.window[0]}:{suggestion.window[1]}")
+    print(suggestion.reason)
+
+
+def command_dashboard(args) -> None:
+    import importlib.util
+    import subprocess
+
+    try:
+        streamlit = importlib.util.find_spec("streamlit")
+    except ImportError:  # a broken or blocked installation counts as none
+        streamlit = None
+    if streamlit is None:
+        raise RelexError("the dashboard needs streamlit and plotly: pip install 'relex[dashboard]'")
+    package = importlib.util.find_spec("relex_dashboard")  # found, not imported: its modules import streamlit
+    if package is None or package.origin is None:
+        raise RelexError("the dashboard package (relex_dashboard) is not installed with this copy of relex")
+    app = Path(package.origin).parent / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
+    if args.run is not None:
+        command += ["--", str(args.run)]
+    completed = subprocess.run(command)
+    if completed.returncode:
+        raise RelexError(f"streamlit exited with code {completed.returncode}")
+
+
 def command_sample_eval(args) -> None:
     from .sample.verifier import evaluate_checkpoint
 
@@ -218,6 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
     spectra.add_argument("--k", type=int, default=8, help="singular values per matrix (default 8)")
     spectra.add_argument("--out", required=True, help="folder for update_spectra_stepS.csv")
     spectra.set_defaults(handler=command_spectra)
+
+    suggest = commands.add_parser("suggest", help="the shortest window from --start whose held-out error is "
+                                  "within the tolerance of the best window's")
+    _add_run_arguments(suggest, window=False)
+    suggest.add_argument("--start", type=int, required=True, help="first step of every candidate window")
+    suggest.add_argument("--tolerance", type=_tolerance, default=0.1,
+                         help="how much worse than the best window's held-out error, e.g. 0.1 or 10%% (default 0.1)")
+    suggest.add_argument("--holdout-from", type=int, default=None,
+                         help="first held-out step (default: the first of the last quarter of the checkpoints)")
+    suggest.set_defaults(handler=command_suggest)
+
+    dashboard = commands.add_parser("dashboard", help="open the Streamlit dashboard (needs relex[dashboard])")
+    dashboard.add_argument("run", nargs="?", default=None, help="run folder to open (default: the sample run)")
+    dashboard.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    dashboard.set_defaults(handler=command_dashboard)
 
     sample_eval = commands.add_parser("sample-eval", help="held-out accuracy of sample-model checkpoints "
                                       "(greedy, exact match), e.g. exports of the sample run")

@@ -1,14 +1,15 @@
 """Export extrapolated (or reconstructed) checkpoints as HF folders.
 
-The export is DESIGN.md's weighted sum, tensor by tensor and chunk by chunk:
+The export is the weighted sum of docs/design.md, tensor by tensor and chunk by chunk:
 
     θ̂(s) = θ_0 + δ̂(s),   δ̂(s) = Σ_{t∈W} w_t (θ_t − θ_0)
 
 with the weights w from the Gram alone (`WindowFit.weights` / `reconstruction_weights`). Each
-window checkpoint is read once, in row chunks, and every target step is computed from the same
-chunk, so memory stays at a few chunks whatever the model size or the number of targets. The
-sum is done in float64 and rounded once, to the output dtype, when it is written. That last
-rounding can erase part of a small update; how much is measured on the way (`rounding_loss`).
+window checkpoint with a weight is read once, in row chunks (relex_core.stream), and every
+target step is computed from the same chunk, so memory stays at a few chunks whatever the
+model size or the number of targets. The sum is done in float64 and rounded once, correctly
+(relex_core.rounding), to the output dtype when it is written. That last rounding can erase
+part of a small update; how much is measured on the way (`rounding_loss`).
 
     fit = WindowFit(compute_gram(open_run("runs/grpo")), window="0:400", rank=1)
     extrapolate(fit, [600, 800], "exports/grpo")   # exports/grpo/step-600, exports/grpo/step-800
@@ -16,26 +17,23 @@ rounding can erase part of a small update; how much is measured on the way (`rou
 
 import json
 import shutil
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from . import __version__
+from . import __version__, threads
 from .analysis import WindowFit
-from .options import fit_name, parse_target_steps
 from .errors import RelexError
-from .gram import (RunLayout, _locate_non_finite, chunk_bytes, float64_blocks, open_layout, pass_torch_threads,
-                   plan_chunks, read_rows)
+from .io.dtypes import FLOAT_DTYPES, SAFETENSORS_CODES, dtype_name
 from .io.reader import CheckpointReader
-from .io.dtypes import SAFETENSORS_CODES
 from .io.writer import ShardedWriter, TensorSpec, atomic_folder, finished_together
-from .parallel import CORES
+from .options import fit_name, parse_target_steps
+from .rounding import round_to
+from .stream import (ByteProgress, ReadAhead, RunLayout, WorkItem, budget_bytes, chunk_bytes, float64_blocks,
+                     locate_non_finite, open_layout, plan_chunks, read_rows, stored_bytes)
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
@@ -90,6 +88,31 @@ def parse_dtype(dtype) -> torch.dtype | None:
     raise RelexError(f"output dtype '{dtype}' must be bf16, fp16 or fp32")
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How an export is written, checked once: see `extrapolate` for each field."""
+    dtype: torch.dtype | None = None
+    shard_size: int | None = DEFAULT_SHARD_SIZE
+    force: bool = False
+    progress: object = True
+    chunk_mb: float = 256
+
+    @classmethod
+    def parse(cls, *, dtype=None, shard_size=DEFAULT_SHARD_SIZE, force: bool = False, progress=True,
+              chunk_mb: float = 256) -> "ExportOptions":
+        """From the user's words: dtype 'bf16' / 'fp16' / 'fp32', shard_size '5GB', ..."""
+        return cls(parse_dtype(dtype), parse_size(shard_size), bool(force), progress, float(chunk_mb))
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """What to write: weights (n_tensors, window, T) of the window checkpoints, per target step."""
+    weights: np.ndarray
+    steps: list
+    labels: list      # the method and step of each target, for relex.json
+    subfolders: list  # "" for a single target written to the destination itself
+
+
 def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dtype=None,
                 shard_size=DEFAULT_SHARD_SIZE, force: bool = False, progress=True,
                 chunk_mb: float = 256) -> list[ExportResult]:
@@ -97,31 +120,33 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
 
     Args:
         fit: the window fit (rank, and degree 1 = line or 2 = poly2, come from it).
-        target_steps: one step or several (`analysis.parse_target_steps`); several give one sub-folder
+        target_steps: one step or several (`options.parse_target_steps`); several give one sub-folder
             `step-S` each inside `out`, in ascending order.
         out: destination folder; refused if it exists (unless force) or lies inside the run.
         method: 'relex' (the fitted trend) or 'linear' (θ_0 + (s / s_L)(θ_L − θ_0)).
         dtype: output dtype of floating tensors (None keeps each tensor's base dtype).
         shard_size: bytes per safetensors shard (int or '5GB').
-        progress: True (tqdm bar on stderr), False, or a callable(fraction, message).
+        progress: True (tqdm bar on stderr), False, or a callable(fraction, message) told the bytes read.
         chunk_mb: planned float64 working set of one chunk (peak memory is a small multiple of it).
     """
+    options = ExportOptions.parse(dtype=dtype, shard_size=shard_size, force=force, progress=progress,
+                                  chunk_mb=chunk_mb)
     steps = parse_target_steps(target_steps)
-    weights = fit.weights(steps, method)
-    subfolders = [""] if len(steps) == 1 else [f"step-{step}" for step in steps]
-    labels = [{"method": method, "target_step": step} for step in steps]
-    return _export(fit, weights, steps, labels, subfolders, out, dtype=dtype, shard_size=shard_size, force=force,
-                   progress=progress, chunk_mb=chunk_mb)
+    targets = _Targets(weights=fit.weights(steps, method), steps=steps,
+                       labels=[{"method": method, "target_step": step} for step in steps],
+                       subfolders=[""] if len(steps) == 1 else [f"step-{step}" for step in steps])
+    return _export(fit, targets, out, options)
 
 
 def reconstruct(fit: WindowFit, step: int, out, *, dtype=None, shard_size=DEFAULT_SHARD_SIZE,
                 force: bool = False, progress=True, chunk_mb: float = 256) -> ExportResult:
     """Write the rank-k projection of an observed checkpoint onto the window's subspace:
     θ_0 + Σ_k c_k(step) v_k. Comparing it with the real checkpoint shows what rank k leaves out."""
-    weights = fit.reconstruction_weights(int(step))[:, :, None]
-    labels = [{"method": "reconstruct", "target_step": int(step)}]
-    return _export(fit, weights, [int(step)], labels, [""], out, dtype=dtype, shard_size=shard_size, force=force,
-                   progress=progress, chunk_mb=chunk_mb)[0]
+    options = ExportOptions.parse(dtype=dtype, shard_size=shard_size, force=force, progress=progress,
+                                  chunk_mb=chunk_mb)
+    targets = _Targets(weights=fit.reconstruction_weights(int(step))[:, :, None], steps=[int(step)],
+                       labels=[{"method": "reconstruct", "target_step": int(step)}], subfolders=[""])
+    return _export(fit, targets, out, options)[0]
 
 
 # ---------------------------------------------------------------- the pass
@@ -144,9 +169,9 @@ def _plan_tensors(fit: WindowFit, base: CheckpointReader, dtype: torch.dtype | N
     for name, info in base.tensors.items():
         stored = info.dtype if info.dtype is not None else base.read(name, 0, min(1, info.rows)).dtype
         if stored not in SAFETENSORS_CODES:
-            raise RelexError(f"cannot write dtype {stored} to safetensors", path=info.file, tensor=name)
+            raise RelexError(f"cannot write dtype {dtype_name(stored)} to safetensors", path=info.file, tensor=name)
         source = run_gram.tied.get(name, name)
-        floating = stored in (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+        floating = stored in FLOAT_DTYPES
         if floating and source not in rows:
             raise RelexError("tensor is not in the run's Gram (stale cache? rerun with --no-cache)",
                              path=info.file, tensor=name)
@@ -156,144 +181,83 @@ def _plan_tensors(fit: WindowFit, base: CheckpointReader, dtype: torch.dtype | N
     return plans
 
 
-# Bits of a float32 pattern that a cast to the half-width type drops, and the pattern of a tie.
-_DROPPED_BITS = {torch.bfloat16: 16, torch.float16: 13}
-_FLOAT16_SMALLEST_NORMAL = 2.0**-14  # below it float16 drops more bits, so ties look different
-
-
-def round_to(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """float64 → dtype, correctly rounded (to nearest, ties to even).
-
-    torch casts float64 to bf16/fp16 through float32. That double rounding is wrong only where
-    the float32 value lands exactly halfway between two values of dtype (about 1 in 2¹⁴ to 2¹⁷
-    elements); those few are found from their bit pattern and rounded again, properly.
-    The search runs in numpy, whose integer compare and nonzero are ~5× faster than torch's here.
-    """
-    if dtype not in _DROPPED_BITS:
-        return values.to(dtype)
-    values = values.contiguous()  # flat indices below address the values in order
-    single = values.to(torch.float32)
-    rounded = single.to(dtype)
-    dropped = _DROPPED_BITS[dtype]
-    single_flat = single.reshape(-1).numpy()
-    suspects = (single_flat.view(np.int32) & ((1 << dropped) - 1)) == 1 << (dropped - 1)
-    if dtype == torch.float16:
-        suspects |= np.abs(single_flat) < _FLOAT16_SMALLEST_NORMAL
-    suspects = torch.from_numpy(np.flatnonzero(suspects))
-    if suspects.numel():
-        rounded.view(-1)[suspects] = _round_through_odd(values.reshape(-1)[suspects]).to(dtype)
-    return rounded
-
-
-def _round_through_odd(values: torch.Tensor) -> torch.Tensor:
-    """float64 → float32 rounded *to odd* (an inexact result gets an odd last bit): a later rounding
-    to any format with at least two bits fewer is then exactly the correct rounding of `values`."""
-    single = values.to(torch.float32)
-    residual = values - single.to(torch.float64)  # exact
-    bits = single.view(torch.int32)
-    move = (residual != 0) & ((bits & 1) == 0) & torch.isfinite(residual)
-    outward = (residual > 0) == (bits >= 0)  # towards the value is away from zero
-    step = torch.where(outward, 1, -1).to(torch.int32)
-    return torch.where(move, bits + step, bits).view(torch.float32)
-
-
-def _read_chunk(layout: RunLayout, readers, plan: _Plan, start: int, stop: int, buffer: torch.Tensor):
-    """θ_0 rows of a copied tensor, or `read_rows` of a weighted one (θ_0, then the window, as stored)."""
-    if plan.weight_row is None:
-        return layout.base.read(plan.source, start, stop)
-    return read_rows(layout.base, readers, plan.source, start, stop, out=buffer)
-
-
-def _export(fit, weights, steps, labels, subfolders, out, *, dtype, shard_size, force, progress, chunk_mb):
+def _export(fit: WindowFit, targets: _Targets, out, options: ExportOptions) -> list[ExportResult]:
     run = fit.run_gram.run
-    dtype = parse_dtype(dtype)
-    shard_size = parse_size(shard_size)
     destination = Path(out).expanduser().absolute()
     run.refuse_inside(destination, "output folder")
     for root in run.roots():
         if destination.resolve() in root.parents:  # replacing it (--force) would delete the run
             raise RelexError(f"output folder holds the run's checkpoints ({root})", path=destination)
-    layout = open_layout(run)
-    try:
-        with atomic_folder(destination, force=force) as temporary:
-            folders = [temporary / sub if sub else temporary for sub in subfolders]
-            for folder in folders:
-                folder.mkdir(exist_ok=True)
-            provenance = _provenance(fit, weights, labels, dtype)
-            with pass_torch_threads():
-                losses = _write_weights(fit, layout, weights, folders, provenance, dtype, shard_size, progress,
-                                        chunk_mb)
-            results = []
-            for folder, sub, step, record, loss in zip(folders, subfolders, steps, provenance, losses):
-                record["rounding_loss"] = float(loss) if np.isfinite(loss) else None
-                _copy_side_files(fit, folder, dtype)
-                (folder / "relex.json").write_text(json.dumps(record, indent=2) + "\n")
-                final = destination / sub if sub else destination
-                files = sorted(path.relative_to(folder) for path in folder.iterdir() if path.is_file())
-                total = sum((folder / name).stat().st_size for name in files)
-                results.append(ExportResult(final, step, [final / name for name in files], total, loss, record))
-    finally:
-        layout.close()
+    # Only the window checkpoints with a weight are read ('linear' needs the last one alone).
+    used = np.flatnonzero(np.abs(targets.weights).sum(axis=(0, 2)) > 0)
+    with open_layout(run, checkpoints=[fit.window_positions[index] for index in used]) as layout, \
+            atomic_folder(destination, force=options.force) as temporary:
+        folders = [temporary / sub if sub else temporary for sub in targets.subfolders]
+        for folder in folders:
+            folder.mkdir(exist_ok=True)
+        provenance = _provenance(fit, targets, options.dtype)
+        losses = _write_weights(fit, layout, targets.weights[:, used, :], folders, provenance, options)
+        results = []
+        for folder, sub, step, record, loss in zip(folders, targets.subfolders, targets.steps, provenance, losses):
+            record["rounding_loss"] = float(loss) if np.isfinite(loss) else None
+            _copy_side_files(fit, folder, options.dtype)
+            (folder / "relex.json").write_text(json.dumps(record, indent=2) + "\n")
+            final = destination / sub if sub else destination
+            files = sorted(path.relative_to(folder) for path in folder.iterdir() if path.is_file())
+            total = sum((folder / name).stat().st_size for name in files)
+            results.append(ExportResult(final, step, [final / name for name in files], total, loss, record))
     return results
 
 
-def _write_weights(fit, layout: RunLayout, weights, folders, provenance, dtype, shard_size, progress, chunk_mb):
-    """Stream every tensor into one ShardedWriter per target; returns the rounding loss per target."""
-    used = np.flatnonzero(np.abs(weights).sum(axis=(0, 2)) > 0)  # e.g. 'linear' needs the last checkpoint only
-    readers = [layout.readers[fit.window_positions[index]] for index in used]
-    weights = weights[:, used, :]
-    plans = _plan_tensors(fit, layout.base, dtype)
+def _write_weights(fit, layout: RunLayout, weights: np.ndarray, folders, provenance,
+                   options: ExportOptions) -> np.ndarray:
+    """Stream every tensor into one ShardedWriter per target; returns the rounding loss per target.
+
+    weights: (n_tensors, S, T) for the S checkpoints of the layout and T targets.
+    """
+    threads.configure()
+    plans = _plan_tensors(fit, layout.base, options.dtype)
     by_name = {plan.name: plan for plan in plans}
-    n_targets, window = weights.shape[2], len(readers)
-    # Chunks of every tensor in base order (plan_chunks over a layout of the checkpoints read), sized so
-    # that θ_0 and T deltas in float64 for two chunks plus about 3 rows per target would fit chunk_mb.
-    # What is held is less: two read buffers as stored (bf16: 2 bytes an element), one output buffer per
-    # target in the output dtype, a cache-sized float64 block per core (gram.float64_blocks), and δ̂ in
-    # float64 for each target with its rounding temporaries (the "3 rows per target").
-    chunk_layout = RunLayout(layout.run, layout.base, readers, list(by_name), layout.tied, layout.notes)
-    items = plan_chunks(chunk_layout, chunk_mb * (window + 1) / (2 * (window + 1) + 3 * n_targets))
-    summed = [(by_name[name].source, start, stop) for name, start, stop in items
+    n_targets, window = weights.shape[2], len(layout.readers)
+    # Chunks of every tensor in base order, sized so that θ_0 and S deltas in float64 for two chunks
+    # plus about 3 rows per target would fit chunk_mb. What is held is less: two read buffers as
+    # stored (bf16: 2 bytes an element), one output buffer per target in the output dtype, a
+    # cache-sized float64 block per core, and δ̂ in float64 for each target with its rounding
+    # temporaries (the "3 rows per target").
+    items = plan_chunks(layout, budget_bytes(options.chunk_mb), 8 * (2 * (window + 1) + 3 * n_targets),
+                        names=list(by_name))
+    summed = [WorkItem(by_name[name].source, start, stop) for name, start, stop in items
               if by_name[name].weight_row is not None]
-    # Two read buffers, reused: chunk k+1 is read into one while chunk k, in the other, is summed.
-    buffers = [torch.empty(chunk_bytes(chunk_layout, summed), dtype=torch.uint8) for _ in range(2)]
     output_bytes = max((((stop - start) * layout.base.tensors[name].row_numel * by_name[name].spec.dtype.itemsize)
                         for name, start, stop in items if by_name[name].weight_row is not None), default=0)
     outputs = [torch.empty(output_bytes, dtype=torch.uint8) for _ in range(n_targets)]
-    writers = [ShardedWriter(folder, [plan.spec for plan in plans], shard_size=shard_size,
+    writers = [ShardedWriter(folder, [plan.spec for plan in plans], shard_size=options.shard_size,
                              metadata=_header_metadata(record)) for folder, record in zip(folders, provenance)]
     erased_sq, update_sq = np.zeros(n_targets), np.zeros(n_targets)
-    per_row = {plan.name: layout.base.tensors[plan.source].row_numel * (
-        layout.base.tensors[plan.source].dtype or plan.spec.dtype).itemsize * (1 if plan.weight_row is None
-                                                                              else window + 1) for plan in plans}
-    total_bytes = sum((stop - start) * per_row[name] for name, start, stop in items)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="relex export", file=sys.stderr,
-               disable=None if progress is True else True, leave=False)  # None: no bar when not a terminal
-    started, done_bytes = time.perf_counter(), 0
 
-    def load(number):
-        name, start, stop = items[number]
-        return _read_chunk(layout, readers, by_name[name], start, stop, buffers[number % 2])
+    def read_bytes(item) -> int:
+        plan = by_name[item.tensor]
+        if plan.weight_row is None:  # a copy reads θ_0 alone (its dtype may be one relex does not analyse)
+            return (item.stop - item.start) * layout.base.tensors[item.tensor].row_numel * plan.spec.dtype.itemsize
+        return stored_bytes(layout, WorkItem(plan.source, item.start, item.stop))
 
-    try:
-        with finished_together(writers), ThreadPoolExecutor(max_workers=1) as prefetcher, \
-                ThreadPoolExecutor(max_workers=CORES) as summers:
-            pending = prefetcher.submit(load, 0) if items else None
-            for number, (name, start, stop) in enumerate(items):
-                rows = pending.result()
-                pending = prefetcher.submit(load, number + 1) if number + 1 < len(items) else None
-                plan = by_name[name]
-                if plan.weight_row is None:
-                    _write_copy(plan, rows, writers, erased_sq)
-                else:
-                    _write_sum(plan, rows, weights[plan.weight_row], outputs, writers, erased_sq, update_sq, summers)
-                    _check_finite(layout, plan, erased_sq, update_sq)
-                done_bytes += (stop - start) * per_row[name]
-                bar.update((stop - start) * per_row[name])
-                if callable(progress):
-                    elapsed = max(time.perf_counter() - started, 1e-9)
-                    progress(done_bytes / max(total_bytes, 1), f"{done_bytes / elapsed / 1e9:.2f} GB/s read")
-    finally:
-        bar.close()
+    def read(item, buffer):
+        plan = by_name[item.tensor]
+        if plan.weight_row is None:
+            return layout.base.read(plan.source, item.start, item.stop)
+        return read_rows(layout, WorkItem(plan.source, item.start, item.stop), out=buffer)
+
+    with finished_together(writers), ThreadPoolExecutor(threads.cores(), thread_name_prefix="relex-export") as pool, \
+            ByteProgress(sum(map(read_bytes, items)), "relex export", options.progress) as bar, \
+            ReadAhead(items, read, chunk_bytes(layout, summed)) as chunks:
+        for item, rows in chunks:
+            plan = by_name[item.tensor]
+            if plan.weight_row is None:
+                _write_copy(plan, rows, writers, erased_sq)
+            else:
+                _write_sum(plan, rows, weights[plan.weight_row], outputs, writers, erased_sq, update_sq, pool)
+                _check_finite(layout, plan, erased_sq, update_sq)
+            bar.advance(read_bytes(item))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sqrt(erased_sq / update_sq)
 
@@ -302,9 +266,9 @@ def _write_sum(plan: _Plan, rows: torch.Tensor, weights: np.ndarray, outputs, wr
                pool: ThreadPoolExecutor):
     """θ̂ = θ_0 + Σ_t w_t Δ_t for every target, rounded once, written to every target's shards.
 
-    rows: θ_0 then the window checkpoints, as stored (`read_rows`); weights: (T, S) for this tensor.
-    The columns are split into one contiguous part per core: torch and numpy release the GIL, so
-    the parts are summed side by side while the reading thread fills the other buffer.
+    rows: θ_0 then the window checkpoints, as stored (`read_rows`); weights: (S, T) for this tensor.
+    The columns are split into one contiguous part per pool thread: torch and numpy release the
+    GIL, so the parts are summed side by side while the reading thread fills the other buffer.
     """
     numel = rows.shape[1]
     targets = [output[:numel * plan.spec.dtype.itemsize].view(plan.spec.dtype) for output in outputs]
@@ -313,7 +277,7 @@ def _write_sum(plan: _Plan, rows: torch.Tensor, weights: np.ndarray, outputs, wr
     # RL updates: ~1e-13 relative), far below what rounding to the output dtype takes (bf16: ~1e-3).
     weights = torch.from_numpy(weights.T)  # (S, T)
     combined = torch.cat([-weights.sum(dim=1, keepdim=True), weights], dim=1)  # (S, T + 1)
-    bounds = np.linspace(0, numel, CORES + 1).astype(int)
+    bounds = np.linspace(0, numel, threads.cores() + 1).astype(int)
     parts = [pool.submit(_sum_columns, rows[:, start:stop], combined, [target[start:stop] for target in targets])
              for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
     for part in parts:  # in column order, so the sums of squares do not depend on timing
@@ -349,9 +313,9 @@ def _sum_columns(rows: torch.Tensor, combined: torch.Tensor, targets) -> tuple[n
 
 def _check_finite(layout: RunLayout, plan: _Plan, erased_sq, update_sq) -> None:
     if not np.isfinite(update_sq).all():
-        raise _locate_non_finite(layout, plan.source)
+        raise locate_non_finite(layout, plan.source)
     if not np.isfinite(erased_sq).all():
-        raise RelexError(f"values overflow the output dtype {str(plan.spec.dtype).removeprefix('torch.')}",
+        raise RelexError(f"values overflow the output dtype {dtype_name(plan.spec.dtype)}",
                          path=layout.base.tensors[plan.source].file, tensor=plan.name)
 
 
@@ -367,21 +331,21 @@ def _write_copy(plan: _Plan, base_rows: torch.Tensor, writers, erased_sq) -> Non
 # ---------------------------------------------------------------- beside the weights
 
 
-def _provenance(fit: WindowFit, weights: np.ndarray, labels, dtype) -> list[dict]:
+def _provenance(fit: WindowFit, targets: _Targets, dtype) -> list[dict]:
     """relex.json for each target: where it comes from, how it was fitted, and the whole-model backtest."""
-    run_gram = fit.run_gram
+    run_gram, weights = fit.run_gram, targets.weights
     backtest = fit.backtest_frame().to_dict(orient="records") if len(fit.target_positions) else []
     backtest = [{key: _plain(value) for key, value in row.items()} for row in backtest]
     numel = run_gram.numels.astype(np.float64)
     records = []
-    for target, label in enumerate(labels):
+    for target, label in enumerate(targets.labels):
         # numel-weighted mean over tensors of w_t: how much each observed checkpoint counts
         model_weights = numel @ weights[:, :, target] / numel.sum()
         records.append({
             "relex_version": __version__, "run": str(run_gram.run.source.absolute()),
             "base": str(run_gram.run.base.path.absolute()), "window_steps": [int(step) for step in fit.window_steps],
             **label, "rank": fit.rank, "fit": fit_name(fit.degree),
-            "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "base",
+            "dtype": dtype_name(dtype) if dtype is not None else "base",
             "checkpoint_weights": {str(int(step)): float(weight) for step, weight in zip(fit.window_steps,
                                                                                           model_weights)},
             "backtest": backtest, "gram_fingerprint": run_gram.fingerprint or None})
@@ -422,7 +386,7 @@ def _copy_side_files(fit: WindowFit, folder: Path, dtype) -> None:
             config = json.loads(copied["config.json"].read_text())
         except ValueError as error:
             raise RelexError(f"unreadable config.json ({error})", path=copied["config.json"]) from None
-        name = str(dtype).removeprefix("torch.")
+        name = dtype_name(dtype)
         config["torch_dtype"] = name
         if "dtype" in config:
             config["dtype"] = name

@@ -1,32 +1,35 @@
 """The one streaming pass: per tensor, G[i, j] = <θ_i − θ_0, θ_j − θ_0> over every checkpoint.
 
-Every byte of every checkpoint is read once. Tensors are cut into row chunks whose size is set
-by `chunk_mb`, so memory does not grow with the model or with the number of checkpoints. A
-background thread reads the next chunk, as stored, while this one is multiplied (pread, torch
-and BLAS all release the GIL). The product runs in float64 on cache-sized column blocks:
-convert, subtract θ_0, BLAS syrk. The deltas are exact for bf16/fp16/fp32 checkpoints; products
-and sums round as in a float64 brute force.
+Every byte of every checkpoint is read once (relex_core.stream). Tensors are cut into row
+chunks whose size is set by `chunk_mb`, so memory does not grow with the model or with the
+number of checkpoints. A background thread reads the next chunk, as stored, while this one is
+multiplied. The product runs in float64 on cache-sized column blocks (convert, subtract θ_0,
+BLAS syrk), the blocks spread over `threads.cores()` threads and summed in column order, so
+the result does not depend on the thread count. The deltas are exact for bf16/fp16/fp32
+checkpoints; products and sums round as in a float64 brute force.
 
-The unit of work, `read_rows` + `gram_block` on (name, start, stop), is a plain function of the
-tensor name, the checkpoint files and a row range, so the pass can be spread over many
-machines by handing out (name, range) pairs and summing the blocks.
+The unit of work is `item_gram(layout, item, new)`: a plain function of the layout and one
+(tensor, row range) that returns that range's Gram block and ‖θ_0‖². Summing the blocks of
+`pass_items(layout)` per tensor gives the pass's Gram, in any order, on any machine; with `new`
+it returns only the rows of new checkpoints, G[new, all], to grow a Gram without redoing it.
 """
 
 import sys
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from . import threads
 from .errors import RelexError
 from .io.discover import Run
-from .io.dtypes import element_count
-from .io.names import layer_and_module, tied_lm_head
-from .io.reader import CheckpointReader
+from .io.dtypes import dtype_name, element_count
+from .io.names import layer_and_module
+from .stream import (ByteProgress, ReadAhead, RunLayout, WorkItem, block_columns, budget_bytes, chunk_bytes,
+                     locate_non_finite, open_layout, plan_chunks, read_rows, stored_bytes)
 
 
 @dataclass
@@ -80,168 +83,78 @@ def _step_summary(steps) -> str:
     return ", ".join(map(str, steps)) if len(steps) <= 6 else f"{steps[0]}, {steps[1]}, …, {steps[-1]}"
 
 
-@dataclass
-class RunLayout:
-    """Open readers for a run plus the tensors to analyse, checked for consistency."""
-    run: Run
-    base: CheckpointReader
-    readers: list
-    names: list
-    tied: dict
-    notes: list
-
-    def close(self) -> None:
-        for reader in (self.base, *self.readers):
-            reader.close()
+# ---------------------------------------------------------------- the unit of work
 
 
-def open_layout(run: Run) -> RunLayout:
-    """Open every checkpoint lazily and check that they hold the same tensors and shapes."""
-    base = CheckpointReader(run.base.path)
-    readers = [CheckpointReader(checkpoint.path) for checkpoint in run.checkpoints]
-    tied_pair = tied_lm_head(base.tensors, run.config())
-    tied = {tied_pair[0]: tied_pair[1]} if tied_pair else {}
-    names = [name for name, info in base.tensors.items() if info.dtype is not None and name not in tied]
-    reference = set(base.tensors)
-    for reader in readers:
-        for name in reference - set(reader.tensors):
-            raise RelexError("tensor is missing from this checkpoint", path=reader.location, tensor=name)
-        for name in set(reader.tensors) - reference:
-            raise RelexError("tensor is not in the base checkpoint", path=reader.location, tensor=name)
-        for name in names:
-            if reader.tensors[name].shape != base.tensors[name].shape:
-                raise RelexError(f"shape {list(reader.tensors[name].shape)} differs from the base's "
-                                 f"{list(base.tensors[name].shape)}", path=reader.tensors[name].file, tensor=name)
-    notes = []
-    dtypes = {str(reader.tensors[name].dtype).removeprefix("torch.") for reader in (base, *readers)
-              for name in names}
-    if len(dtypes) > 1:
-        notes.append(f"checkpoints mix dtypes ({', '.join(sorted(dtypes))}); deltas are computed in float64")
-    return RunLayout(run, base, readers, names, tied, notes)
-
-
-# Bytes of one float64 block of the CPU product: (N + 1) × columns, converted, differenced and
-# multiplied while it stays in the L2/L3 cache instead of streaming through memory three times.
-BLOCK_BYTES = 4 << 20
-
-# torch intra-op threads during the pass. The pass already runs two threads (one reading, one
-# converting and multiplying with BLAS, which keeps its own threads); torch's OpenMP threads on
-# top oversubscribe a small machine: on 2 shared cores conversions ran ~10× slower with 2.
-# None leaves torch's setting alone.
-PASS_TORCH_THREADS = 1
-
-
-def plan_chunks(layout: RunLayout, chunk_mb: float) -> list[tuple[str, int, int]]:
-    """(tensor name, first row, stop row) work items whose float64 θ_0 and deltas would fit chunk_mb.
+def pass_items(layout: RunLayout, chunk_mb: float = 256) -> list[WorkItem]:
+    """The pass's work items: row ranges whose float64 θ_0 and deltas would fit chunk_mb.
 
     The pass itself holds chunks as stored (bf16: a quarter of that), two at a time.
     """
-    budget_elements = max(1, int(chunk_mb * 2**20) // (8 * (len(layout.readers) + 1)))
-    items = []
-    for name in layout.names:
-        info = layout.base.tensors[name]
-        rows_per_chunk = max(1, budget_elements // max(1, info.row_numel))
-        for start in range(0, info.rows, rows_per_chunk):
-            items.append((name, start, min(info.rows, start + rows_per_chunk)))
-    return items
+    return plan_chunks(layout, budget_bytes(chunk_mb), 8 * (len(layout.readers) + 1))
 
 
-def rows_dtype(dtypes) -> torch.dtype:
-    """The dtype a chunk is held in: the stored one, or float64 when checkpoints disagree."""
-    dtypes = set(dtypes)
-    return dtypes.pop() if len(dtypes) == 1 else torch.float64
+def item_gram(layout: RunLayout, item: WorkItem, new=None, *, out: torch.Tensor | None = None,
+              device: str = "cpu", pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, float]:
+    """The Gram block of one work item and its ‖θ_0‖²: `read_rows`, then `gram_block`.
 
-
-def chunk_bytes(layout: RunLayout, items) -> int:
-    """Bytes `read_rows` needs for the largest of these chunks."""
-    largest = 0
-    for name, start, stop in items:
-        dtype = rows_dtype(reader.tensors[name].dtype for reader in (layout.base, *layout.readers))
-        numel = (stop - start) * layout.base.tensors[name].row_numel
-        largest = max(largest, (len(layout.readers) + 1) * numel * dtype.itemsize)
-    return largest
-
-
-def read_rows(base: CheckpointReader, readers, name: str, start: int, stop: int,
-              out: torch.Tensor | None = None) -> torch.Tensor:
-    """(N + 1, chunk) rows [start, stop) of one tensor: θ_0 first, then every checkpoint, as stored.
-
-    Nothing is converted (bf16 stays 2 bytes an element) unless checkpoints store the tensor in
-    different dtypes; then rows are float64, which holds every one of them exactly.
-    `out`: a uint8 buffer of at least `chunk_bytes` to read into, reused from chunk to chunk
-    (a fresh allocation of hundreds of MB page-faults on first touch, which costs more than
-    the copy itself); the result is then a view of it.
+    new: None for the whole (N × N) block; positions in layout.readers (a slice or a list) for
+    only their rows, the (K × N) block G[new, all]. out: a reused read buffer (`chunk_bytes`).
     """
-    sources = (base, *readers)
-    dtype = rows_dtype(reader.tensors[name].dtype for reader in sources)
-    numel = (stop - start) * base.tensors[name].row_numel
-    nbytes = len(sources) * numel * dtype.itemsize
-    storage = torch.empty(nbytes, dtype=torch.uint8) if out is None else out[:nbytes]
-    rows = storage.view(dtype).view(len(sources), numel)
-    for row, reader in enumerate(sources):
-        same = reader.tensors[name].dtype == dtype
-        data = reader.read(name, start, stop, out=rows[row].view(torch.uint8) if same else None).reshape(-1)
-        if data.data_ptr() != rows[row].data_ptr():  # read elsewhere (.bin/.pt, or another dtype)
-            rows[row].copy_(data)
-    return rows
+    return gram_block(read_rows(layout, item, out=out), new, device=device, pool=pool)
 
 
-def gram_block(rows: torch.Tensor, device: str = "cpu") -> tuple[np.ndarray, float]:
-    """Δ Δᵀ (N × N, float64 numpy) and ‖θ_0‖² for one chunk of `read_rows`.
+def gram_block(rows: torch.Tensor, new=None, *, device: str = "cpu",
+               pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, float]:
+    """Δ[new] Δᵀ (float64 numpy; N × N when new is None) and ‖θ_0‖² for a chunk of `read_rows`.
 
     Precision is a float64 brute force's: stored values convert exactly to float64, the
     difference of two bf16/fp16/fp32 values is exact in float64 (and products of bf16/fp16
     differences are too); the rest rounds in float64.
-    On the CPU the chunk goes through in column blocks of BLOCK_BYTES: convert to float64,
-    subtract θ_0, numpy's `a @ a.T` (BLAS syrk, half the work of a general product).
+    On the CPU the chunk goes through in column blocks of stream.BLOCK_BYTES (convert, subtract
+    θ_0, numpy's `a @ a.T`, BLAS syrk: half the work of a general product), on `pool`'s threads
+    when given; the blocks' products are added in column order whoever computed them.
     On a GPU the rows travel as stored (bf16: 2 bytes an element) and all of it happens there.
     """
     if device != "cpu":
         values = rows.to(device).to(torch.float64)
         deltas = values[1:] - values[0]
-        return (deltas @ deltas.T).cpu().numpy(), float(values[0] @ values[0])
-    count = rows.shape[0] - 1
-    gram, base_square = np.zeros((count, count)), 0.0
-    for _, block in delta_blocks(rows):
-        base_square += float(block[0].dot(block[0]))  # torch: numpy's dot would wake BLAS threads
-        deltas = block[1:].numpy()
-        gram += deltas @ deltas.T
+        chosen = deltas if new is None else deltas[new]
+        return (chosen @ deltas.T).cpu().numpy(), float(values[0] @ values[0])
+    count, numel = rows.shape
+    columns = block_columns(count)
+    bounds = [(first, min(numel, first + columns)) for first in range(0, numel, columns)]
+    if pool is None or len(bounds) == 1:
+        parts = (_block_product(rows, first, stop, new) for first, stop in bounds)
+    else:
+        parts = (future.result() for future in [pool.submit(_block_product, rows, first, stop, new)
+                                                 for first, stop in bounds])
+    rows_out = count - 1 if new is None else len(np.arange(count - 1)[new])
+    gram, base_square = np.zeros((rows_out, count - 1)), 0.0
+    for block, block_base_square in parts:
+        gram += block
+        base_square += block_base_square
     return gram, base_square
 
 
-def float64_blocks(rows: torch.Tensor):
-    """(first column, float64 block) over a chunk of `read_rows`, BLOCK_BYTES at a time.
-
-    The block is (N + 1, width), the stored values converted exactly. It is one reused scratch
-    buffer: use it before asking for the next block.
-    """
-    count, numel = rows.shape
-    columns = max(1024, BLOCK_BYTES // (8 * count))
-    scratch = torch.empty(count * min(columns, numel), dtype=torch.float64)
-    for first in range(0, numel, columns):
-        width = min(columns, numel - first)
-        block = scratch[:count * width].view(count, width)
-        block.copy_(rows[:, first:first + width])
-        yield first, block
+_scratch = threading.local()  # one float64 block buffer per thread, reused from block to block
 
 
-def delta_blocks(rows: torch.Tensor):
-    """`float64_blocks` with θ_0 in row 0 and Δ_t = θ_t − θ_0 in the rows below (exact for bf16/fp16/fp32)."""
-    for first, block in float64_blocks(rows):
-        block[1:] -= block[0]
-        yield first, block
+def _block_product(rows: torch.Tensor, first: int, stop: int, new) -> tuple[np.ndarray, float]:
+    """Δ[new] Δᵀ and ‖θ_0‖² of columns [first, stop): converted to float64, θ_0 subtracted."""
+    count, width = rows.shape[0], stop - first
+    scratch = getattr(_scratch, "buffer", None)
+    if scratch is None or scratch.numel() < count * width:
+        scratch = _scratch.buffer = torch.empty(count * width, dtype=torch.float64)
+    block = scratch[:count * width].view(count, width)
+    block.copy_(rows[:, first:stop])
+    block[1:] -= block[0]
+    base_square = float(block[0].dot(block[0]))  # torch's dot: numpy's would be one more BLAS call to set up
+    deltas = block[1:].numpy()
+    return (deltas @ deltas.T if new is None else deltas[new] @ deltas.T), base_square
 
 
-@contextmanager
-def pass_torch_threads():
-    """torch at PASS_TORCH_THREADS for a streaming pass (the gram pass, the export), restored after."""
-    threads = torch.get_num_threads()
-    if PASS_TORCH_THREADS:
-        torch.set_num_threads(PASS_TORCH_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+# ---------------------------------------------------------------- the local engine
 
 
 def resolve_device(device: str) -> str:
@@ -254,95 +167,43 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _locate_non_finite(layout: RunLayout, name: str) -> RelexError:
-    """Only on the error path: find which file holds the NaN/Inf, to name it."""
-    for reader in (layout.base, *layout.readers):
-        info = reader.tensors[name]
-        rows_per_read = max(1, 2**22 // info.row_numel)
-        for start in range(0, info.rows, rows_per_read):
-            if not torch.isfinite(reader.read(name, start, start + rows_per_read)).all():
-                return RelexError("tensor holds NaN or Inf values", path=info.file, tensor=name)
-    return RelexError("Gram of this tensor overflowed float64", path=layout.run.source, tensor=name)
-
-
-class _Deferred:
-    """The prefetcher's Future when prefetch is off: the chunk is read only when asked for."""
-
-    def __init__(self, function, *args):
-        self.function, self.args = function, args
-
-    def result(self):
-        return self.function(*self.args)
-
-    def cancel(self) -> bool:
-        return True
-
-
-def _bytes_to_read(layout: RunLayout) -> int:
-    return sum(reader.tensors[name].numel * reader.tensors[name].dtype.itemsize
-               for reader in (layout.base, *layout.readers) for name in layout.names)
-
-
 def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cpu", progress=True,
-                  prefetch: bool = True) -> RunGram:
+                  prefetch: bool = True, workers: int | None = None) -> RunGram:
     """The streaming pass itself (no cache): read every chunk once, sum Gram blocks per tensor.
 
-    `progress` is True (tqdm bar on stderr), False, or a callable(fraction, message).
-    `prefetch` reads the next chunk on a background thread while this one is multiplied.
+    progress: True (tqdm bar on stderr), False, or a callable(fraction, message) told the bytes read.
+    prefetch: read the next chunk on a background thread while this one is multiplied.
+    workers: threads for the CPU products (default `threads.cores()`).
     """
-    with pass_torch_threads():
-        return _gram_pass(layout, chunk_mb, resolve_device(device), progress, prefetch)
-
-
-def _gram_pass(layout: RunLayout, chunk_mb: float, device: str, progress, prefetch: bool) -> RunGram:
-    items = plan_chunks(layout, chunk_mb)
+    threads.configure()
+    device = resolve_device(device)
+    items = pass_items(layout, chunk_mb)
     position = {name: index for index, name in enumerate(layout.names)}
-    n_checkpoints = len(layout.readers)
-    gram = np.zeros((len(layout.names), n_checkpoints, n_checkpoints))
+    gram = np.zeros((len(layout.names), len(layout.readers), len(layout.readers)))
     base_sq_norm = np.zeros(len(layout.names))
-    total_bytes = _bytes_to_read(layout)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="relex gram pass", file=sys.stderr,
-               disable=None if progress is True else True, leave=False)  # None: no bar when not a terminal
-    started, done_bytes, done_tensors = time.perf_counter(), 0, 0
-    bytes_per_row = {name: sum(reader.tensors[name].row_numel * reader.tensors[name].dtype.itemsize
-                               for reader in (layout.base, *layout.readers)) for name in layout.names}
-    # Two read buffers with prefetch: chunk k+1 is read into one while chunk k, in the other, is
-    # multiplied; chunk k+2 is read into k's buffer only after k's product is done.
-    buffers = [torch.empty(chunk_bytes(layout, items), dtype=torch.uint8) for _ in range(2 if prefetch else 1)]
+    workers = workers or threads.cores()
+    products = ThreadPoolExecutor(workers, thread_name_prefix="relex-gram") if device == "cpu" and workers > 1 \
+        else nullcontext()
 
-    def load(number):
-        return read_rows(layout.base, layout.readers, *items[number], out=buffers[number % len(buffers)])
+    def read(item, buffer):
+        return read_rows(layout, item, out=buffer)
 
-    with ThreadPoolExecutor(max_workers=1) as prefetcher, bar:  # the bar is cleared before any error shows
-        submit = prefetcher.submit if prefetch else _Deferred
-        pending = submit(load, 0) if items else None
-        for number, (name, start, stop) in enumerate(items):
-            rows = pending.result()
-            pending = submit(load, number + 1) if number + 1 < len(items) else None
-            index = position[name]
-            block, base_square = gram_block(rows, device)
+    with products as pool, ByteProgress(sum(stored_bytes(layout, item) for item in items), "relex gram pass",
+                                        progress) as bar, \
+            ReadAhead(items, read, chunk_bytes(layout, items), prefetch) as chunks:
+        for number, (item, rows) in enumerate(chunks):
+            index = position[item.tensor]
+            block, base_square = gram_block(rows, device=device, pool=pool)
             gram[index] += block
             base_sq_norm[index] += base_square
-            del rows
-            last_chunk_of_tensor = number + 1 == len(items) or items[number + 1][0] != name
-            if last_chunk_of_tensor:
-                if not np.isfinite(gram[index]).all() or not np.isfinite(base_sq_norm[index]):
-                    if pending is not None:
-                        pending.cancel()
-                    raise _locate_non_finite(layout, name)
-                done_tensors += 1
-            chunk_size = (stop - start) * bytes_per_row[name]
-            done_bytes += chunk_size
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            bar.update(chunk_size)
-            bar.set_postfix_str(f"{done_tensors / elapsed:.1f} tensors/s", refresh=False)
-            if callable(progress):
-                progress(done_bytes / max(total_bytes, 1),
-                         f"{done_tensors}/{len(layout.names)} tensors, {done_bytes / elapsed / 1e9:.2f} GB/s")
+            last_chunk_of_tensor = number + 1 == len(items) or items[number + 1].tensor != item.tensor
+            if last_chunk_of_tensor and not (np.isfinite(gram[index]).all() and np.isfinite(base_sq_norm[index])):
+                raise locate_non_finite(layout, item.tensor)
+            bar.advance(stored_bytes(layout, item))
     base = layout.base.tensors
     return RunGram(run=layout.run, steps=np.array(layout.run.steps, dtype=np.int64), names=list(layout.names),
                    shapes=[tuple(base[name].shape) for name in layout.names],
-                   dtypes=[str(base[name].dtype).removeprefix("torch.") for name in layout.names],
+                   dtypes=[dtype_name(base[name].dtype) for name in layout.names],
                    gram=gram, base_sq_norm=base_sq_norm, tied=dict(layout.tied), notes=list(layout.notes))
 
 
@@ -361,8 +222,7 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
     from . import cache  # local import: the cache is an optional layer over the pass
 
     cache_dir = cache.default_cache_dir() if cache_dir is None else cache_dir
-    layout = open_layout(run)
-    try:
+    with open_layout(run) as layout:
         key = cache.fingerprint(layout)
         cached = cache.load(layout, key, cache_dir) if use_cache else None
         if cached is not None:
@@ -372,8 +232,6 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
                            gram=cached["gram"], base_sq_norm=cached["base_sq_norm"], tied=header["tied"],
                            notes=header["notes"], fingerprint=key, from_cache=True)
         result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress)
-    finally:
-        layout.close()
     result.fingerprint = key
     try:
         cache.save(result, cache_dir)

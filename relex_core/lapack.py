@@ -5,35 +5,57 @@ the GIL for the whole call, so a loop over hundreds of small Grams runs on one c
 threads. scipy also exports the same dsyevr as a plain C function for Cython
 (scipy.linalg.cython_lapack); ctypes releases the GIL while a foreign function runs, so calling
 that pointer lets each thread solve its share of the matrices at the same time.
-If the pointer cannot be had (another scipy build), the same solver runs serially through scipy.
+The pointer is used only when its capsule's signature string is the one this module passes
+arguments for (32-bit LAPACK integers, doubles); otherwise (an ILP64 build, another scipy) the
+same solver runs serially through scipy.
 """
 
 import ctypes
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.linalg
 
-from .parallel import CORES, one_blas_thread
+from . import threads
 
 # cython_lapack declares LAPACK integers as C `int` (32-bit): scipy's own OpenBLAS is LP64.
 _INT = np.intc
 
+# dsyevr(jobz, range, uplo, n, a, lda, vl, vu, il, iu, abstol, m, w, z, ldz, isuppz, work, lwork,
+# iwork, liwork, info), every argument by address (Fortran), as the capsule names them once
+# Cython's typedef of double (`__pyx_t_..._d`) is written `double`.
+DSYEVR_SIGNATURE = ("void (char *, char *, char *, int *, double *, int *, double *, double *, int *, int *, "
+                    "double *, int *, double *, double *, int *, int *, double *, int *, int *, int *, int *)")
 
-def _load_dsyevr():
-    """scipy's Cython-facing dsyevr as a ctypes function, or None where the capsule is missing."""
-    try:
-        from scipy.linalg.cython_lapack import __pyx_capi__
-        capsule = __pyx_capi__["dsyevr"]
-    except (ImportError, KeyError):
+
+def _plain_signature(capsule_name: str) -> str:
+    """A capsule's signature with Cython's double typedef spelled `double`."""
+    return re.sub(r"__pyx_t_\w*?cython_lapack_d\b", "double", capsule_name)
+
+
+def _load_dsyevr(capi=None, expected: str = DSYEVR_SIGNATURE):
+    """scipy's Cython-facing dsyevr as a ctypes function, or None where the capsule is missing or
+    its signature is not `expected` (calling it with the wrong integer width would corrupt memory).
+
+    capi: the `__pyx_capi__` dict to look in (default scipy.linalg.cython_lapack's).
+    """
+    if capi is None:
+        try:
+            from scipy.linalg.cython_lapack import __pyx_capi__ as capi
+        except ImportError:
+            return None
+    capsule = capi.get("dsyevr")
+    if capsule is None:
         return None
     # Own prototypes rather than setting argtypes on ctypes.pythonapi, which other code shares.
     capsule_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
+    name = capsule_name(capsule)
+    if name is None or _plain_signature(name.decode()) != expected:
+        return None
     capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
         ("PyCapsule_GetPointer", ctypes.pythonapi))
-    address = capsule_pointer(capsule, capsule_name(capsule))
-    # void dsyevr(jobz, range, uplo, n, a, lda, vl, vu, il, iu, abstol, m, w, z, ldz, isuppz,
-    #             work, lwork, iwork, liwork, info): 21 arguments, all passed by address (Fortran).
+    address = capsule_pointer(capsule, name)
     return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 21)(address)
 
 
@@ -92,37 +114,36 @@ def top_eigenpairs(matrices: np.ndarray, count: int, workers: int | None = None)
 
     Returns values (n, count) and vectors (n, size, count), like scipy.linalg.eigh with
     subset_by_index=[size - count, size - 1]. The matrices are split over `workers` threads
-    (default: the cores this process may use), each with OpenBLAS on one thread.
+    (default `threads.cores()`), each LAPACK call on one BLAS thread (`threads.configure`).
     """
     n_matrices, size, _ = matrices.shape
     if not 1 <= count <= size:
         raise ValueError(f"count must be between 1 and the matrix size {size}, got {count}")
-    with one_blas_thread():
-        if _dsyevr is None:
-            return _scipy_top_eigenpairs(matrices, count)
-        values = np.empty((n_matrices, count))
-        # Row j of vectors_by_row[i] is eigenvector j: the column-major Z that dsyevr writes.
-        vectors_by_row = np.empty((n_matrices, count, size))
-        if n_matrices:
-            lwork, liwork = _workspace_sizes(size, count)
-            workers = max(1, min(workers or CORES, n_matrices))
+    threads.configure()
+    if _dsyevr is None:
+        return _scipy_top_eigenpairs(matrices, count)
+    values = np.empty((n_matrices, count))
+    # Row j of vectors_by_row[i] is eigenvector j: the column-major Z that dsyevr writes.
+    vectors_by_row = np.empty((n_matrices, count, size))
+    if n_matrices:
+        lwork, liwork = _workspace_sizes(size, count)
+        workers = max(1, min(workers or threads.cores(), n_matrices))
+        vectors_at = vectors_by_row.ctypes.data
 
-            vectors_at = vectors_by_row.ctypes.data
+        def solve_share(indices):
+            solver = _Solver(size, count, lwork, liwork)
+            for index in indices.tolist():
+                np.copyto(solver.matrix, matrices[index])
+                solver.call(vectors_at + index * count * size * 8)
+                values[index] = solver.values[:count]
 
-            def solve_share(indices):
-                solver = _Solver(size, count, lwork, liwork)
-                for index in indices.tolist():
-                    np.copyto(solver.matrix, matrices[index])
-                    solver.call(vectors_at + index * count * size * 8)
-                    values[index] = solver.values[:count]
-
-            shares = np.array_split(np.arange(n_matrices), workers)
-            if workers == 1:
-                solve_share(shares[0])
-            else:
-                with ThreadPoolExecutor(workers) as pool:
-                    for finished in [pool.submit(solve_share, share) for share in shares]:
-                        finished.result()  # re-raises a worker's LinAlgError here
+        shares = np.array_split(np.arange(n_matrices), workers)
+        if workers == 1:
+            solve_share(shares[0])
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for finished in [pool.submit(solve_share, share) for share in shares]:
+                    finished.result()  # re-raises a worker's LinAlgError here
     return values, vectors_by_row.transpose(0, 2, 1)
 
 

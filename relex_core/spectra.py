@@ -13,9 +13,10 @@ import pandas as pd
 import torch
 from sklearn.utils.extmath import randomized_svd
 
+from . import threads
 from .errors import RelexError
 from .gram import RunGram
-from .io.reader import CheckpointReader
+from .stream import RunLayout, WorkItem, open_layout, read_rows
 
 # Below this many elements an exact SVD takes well under a second and has no sampling error.
 EXACT_SVD_MAX_ELEMENTS = 2**20
@@ -56,6 +57,7 @@ def top_singular_values(matrix, k: int, *, frobenius_sq: float | None = None, me
     make the top values accurate for the fast-decaying spectra of RL updates), or 'auto'
     (exact up to EXACT_SVD_MAX_ELEMENTS elements). frobenius_sq: pass G[i, i] when known.
     """
+    threads.configure()  # the SVD's BLAS calls run on one thread, as everywhere in relex
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2:
         raise ValueError(f"expected a 2-D matrix, got shape {matrix.shape}")
@@ -76,11 +78,31 @@ def top_singular_values(matrix, k: int, *, frobenius_sq: float | None = None, me
 
 
 def read_delta(run_gram: RunGram, tensor: str, step: int) -> np.ndarray:
-    """ΔW = θ_step − θ_0 of one tensor as float64, read lazily from the two checkpoints only."""
-    position = int(run_gram.index_of_steps([step])[0])
-    run = run_gram.run
-    with CheckpointReader(run.base.path) as base, CheckpointReader(run.checkpoints[position].path) as current:
-        return (current.read(tensor).to(torch.float64) - base.read(tensor).to(torch.float64)).numpy()
+    """ΔW = θ_step − θ_0 of one tensor as float64, read from the two checkpoints only."""
+    with _step_layout(run_gram, step) as layout:
+        return _read_delta(layout, tensor)
+
+
+def _step_layout(run_gram: RunGram, step: int) -> RunLayout:
+    """The base and the checkpoint at `step`, opened and checked the way every pass opens them."""
+    return open_layout(run_gram.run, checkpoints=run_gram.index_of_steps([step]))
+
+
+def _read_delta(layout: RunLayout, tensor: str) -> np.ndarray:
+    info = layout.base.tensors[tensor]
+    values = read_rows(layout, WorkItem(tensor, 0, info.rows)).to(torch.float64)  # θ_0 and θ_step, exact
+    return (values[1] - values[0]).reshape(info.shape).numpy()
+
+
+def _matrix_row(run_gram: RunGram, tensor: str) -> int:
+    if tensor not in run_gram.names:
+        raise RelexError("tensor is not among the analysed tensors of this run", path=run_gram.run.source,
+                         tensor=tensor)
+    row = run_gram.names.index(tensor)
+    if len(run_gram.shapes[row]) != 2:
+        raise RelexError(f"the update-matrix spectrum needs a 2-D tensor, this one has shape "
+                         f"{list(run_gram.shapes[row])}", path=run_gram.run.source, tensor=tensor)
+    return row
 
 
 def delta_spectrum_frame(run_gram: RunGram, tensor: str, step: int, k: int = 16, *, method: str = "auto",
@@ -90,15 +112,15 @@ def delta_spectrum_frame(run_gram: RunGram, tensor: str, step: int, k: int = 16,
     Columns: index (1…k), sigma, energy_share (σ_j²/‖ΔW‖²_F), cumulative_share.
     attrs: tensor, step, frobenius_sq (= G[i, i]), energy_rank1 (σ1²/‖ΔW‖²_F), stable_rank (‖ΔW‖²_F/σ1²).
     """
-    if tensor not in run_gram.names:
-        raise RelexError("tensor is not among the analysed tensors of this run", path=run_gram.run.source,
-                         tensor=tensor)
-    row = run_gram.names.index(tensor)
-    if len(run_gram.shapes[row]) != 2:
-        raise RelexError(f"the update-matrix spectrum needs a 2-D tensor, this one has shape "
-                         f"{list(run_gram.shapes[row])}", path=run_gram.run.source, tensor=tensor)
-    position = int(run_gram.index_of_steps([step])[0])
-    spectrum = top_singular_values(read_delta(run_gram, tensor, step), k,
+    _matrix_row(run_gram, tensor)
+    with _step_layout(run_gram, step) as layout:
+        return _spectrum_frame(run_gram, layout, tensor, step, k, method, seed)
+
+
+def _spectrum_frame(run_gram: RunGram, layout: RunLayout, tensor: str, step: int, k: int, method: str,
+                    seed: int) -> pd.DataFrame:
+    row, position = _matrix_row(run_gram, tensor), int(run_gram.index_of_steps([step])[0])
+    spectrum = top_singular_values(_read_delta(layout, tensor), k,
                                    frobenius_sq=float(run_gram.gram[row, position, position]), method=method,
                                    seed=seed)
     share = spectrum.energy_share
@@ -116,14 +138,15 @@ def update_spectra_frame(run_gram: RunGram, step: int, k: int = 8, *, method: st
     stable_rank (‖ΔW‖²_F/σ1²), frobenius_norm (sqrt G[i, i]).
     """
     records = []
-    for name, shape, layer, module in zip(run_gram.names, run_gram.shapes, run_gram.layers, run_gram.modules):
-        if len(shape) != 2:
-            continue
-        spectrum = delta_spectrum_frame(run_gram, name, step, k=min(k, *shape), method=method)
-        record = {"tensor": name, "layer": layer, "module": module, "step": int(step)}
-        record.update({f"sigma_{index}": sigma for index, sigma in zip(spectrum["index"], spectrum["sigma"])})
-        record.update(energy_rank1=spectrum.attrs["energy_rank1"], stable_rank=spectrum.attrs["stable_rank"],
-                      frobenius_norm=float(np.sqrt(spectrum.attrs["frobenius_sq"])))
-        records.append(record)
+    with _step_layout(run_gram, step) as layout:
+        for name, shape, layer, module in zip(run_gram.names, run_gram.shapes, run_gram.layers, run_gram.modules):
+            if len(shape) != 2:
+                continue
+            spectrum = _spectrum_frame(run_gram, layout, name, step, min(k, *shape), method, 0)
+            record = {"tensor": name, "layer": layer, "module": module, "step": int(step)}
+            record.update({f"sigma_{index}": sigma for index, sigma in zip(spectrum["index"], spectrum["sigma"])})
+            record.update(energy_rank1=spectrum.attrs["energy_rank1"], stable_rank=spectrum.attrs["stable_rank"],
+                          frobenius_norm=float(np.sqrt(spectrum.attrs["frobenius_sq"])))
+            records.append(record)
     frame = pd.DataFrame.from_records(records)
     return frame.astype({"layer": "Int64"}) if len(frame) else frame

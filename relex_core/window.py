@@ -1,4 +1,4 @@
-"""Window maths: pure functions on stacked per-tensor Gram matrices (see shared DESIGN.md).
+"""Window maths: pure functions on stacked per-tensor Gram matrices (see docs/design.md).
 
 Every function takes numpy arrays with a leading tensor axis `n` and works on all tensors at
 once, so a window change for hundreds of tensors is a handful of batched LAPACK calls.
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import lapack
-from .parallel import CORES, one_blas_thread
+from . import lapack, threads
 
 # Components with σ_k ≤ RELATIVE_SIGMA_FLOOR·σ_1 carry no direction: eigenvalues of a Gram are
 # exact to ~1e-16·λ_1, so singular values below ~1e-8·σ_1 are numerical noise.
@@ -64,10 +63,10 @@ def _top_eigenpairs(gram_window: np.ndarray, count: int):
     if count < size:
         values, vectors = lapack.top_eigenpairs(gram_window, count)
         return values[:, ::-1], vectors[:, :, ::-1]
-    with one_blas_thread():
-        workers = min(CORES, len(gram_window)) or 1
-        with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(np.linalg.eigh, np.array_split(gram_window, workers)))
+    threads.configure()
+    workers = min(threads.cores(), len(gram_window)) or 1
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(np.linalg.eigh, np.array_split(gram_window, workers)))
     values = np.concatenate([values for values, _ in results])
     vectors = np.concatenate([vectors for _, vectors in results])
     return values[:, ::-1], vectors[:, :, ::-1]

@@ -1,6 +1,7 @@
 """Plain float64 reference implementations: stacked deltas, full SVD, lstsq. Slow and obvious on purpose."""
 
 import numpy as np
+import torch
 
 
 def trajectory_svd(deltas: np.ndarray):
@@ -37,3 +38,11 @@ def rank1_drift(steps, dimension, noise, rng):
     direction /= np.linalg.norm(direction)
     walk = np.cumsum(rng.standard_normal((len(steps), dimension)) * noise / np.sqrt(dimension), axis=0)
     return np.outer(np.asarray(steps, dtype=np.float64) / max(steps), direction) + walk
+
+
+def correctly_rounded(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """float64 values rounded to nearest-even in dtype, by numpy (bf16: 8 significant bits via frexp)."""
+    if dtype == torch.bfloat16:
+        mantissa, exponent = np.frexp(values)
+        return np.ldexp(np.round(mantissa * 2**8) / 2**8, exponent)
+    return values.astype({torch.float16: np.float16, torch.float32: np.float32}[dtype]).astype(np.float64)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from relex_core.gram import compute_gram, gram_block, open_layout, read_rows
+from relex_core.gram import compute_gram, gram_block
 from relex_core.io.discover import open_run
+from relex_core.stream import WorkItem, open_layout, read_rows
 from relex_core.synthetic import make_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,14 +39,17 @@ def test_a_chunk_multiplied_on_the_gpu_equals_the_cpu_block(tmp_path):
     layout = open_layout(open_run(make_run(tmp_path / "run", dtype=torch.bfloat16, steps=(10, 20, 30))))
     try:
         name = layout.names[0]
-        rows = read_rows(layout.base, layout.readers, name, 0, layout.base.tensors[name].rows)
+        rows = read_rows(layout, WorkItem(name, 0, layout.base.tensors[name].rows))
     finally:
         layout.close()
     assert rows.dtype == torch.bfloat16  # rows travel to the GPU as stored
-    on_gpu, base_square_gpu = gram_block(rows, "cuda")
+    on_gpu, base_square_gpu = gram_block(rows, device="cuda")
     on_cpu, base_square_cpu = gram_block(rows)
     np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-12)
     assert base_square_gpu == pytest.approx(base_square_cpu, rel=1e-12)
+    # only the rows of the newest checkpoints, G[new, all], as a live update asks for
+    new_rows, _ = gram_block(rows, slice(1, 3), device="cuda")
+    np.testing.assert_allclose(new_rows, on_cpu[1:3], rtol=1e-12)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

@@ -1,13 +1,19 @@
 """The streaming pass reads real safetensors runs and gives the brute-force Gram of the deltas."""
 
 import os
+import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import threadpoolctl
 import torch
 from safetensors.torch import load_file
 
-from relex_core import compute_gram, open_run
+from relex_core import WindowFit, compute_gram, extrapolate, open_run, threads
+from relex_core.gram import item_gram, pass_items, run_gram_pass
+from relex_core.io.dtypes import dtype_name
+from relex_core.stream import open_layout
 from relex_core.synthetic import make_run
 
 
@@ -33,7 +39,7 @@ def test_gram_equals_brute_force_for_each_dtype(tmp_path, dtype, shard_size):
     run_gram = compute_gram(open_run(run_folder), cache_dir=tmp_path / "cache", progress=False)
     deltas = brute_force_gram(run_folder, steps)
     assert list(run_gram.steps) == list(steps)
-    assert run_gram.dtypes[0] == str(dtype).removeprefix("torch.")
+    assert run_gram.dtypes[0] == dtype_name(dtype)
     for index, name in enumerate(run_gram.names):
         expected = deltas[name] @ deltas[name].T
         np.testing.assert_allclose(run_gram.gram[index], expected, rtol=1e-12, atol=1e-14 * np.abs(expected).max())
@@ -84,7 +90,7 @@ def test_tied_lm_head_stored_twice_is_analysed_once(tmp_path):
     assert run_gram.tied == {"lm_head.weight": "model.embed_tokens.weight"}
 
 
-def test_progress_callable_reaches_completion(tmp_path):
+def test_progress_counts_the_bytes_read_up_to_the_run_s_size(tmp_path):
     run_folder = make_run(tmp_path / "run", steps=(10, 20), dtype=torch.bfloat16)
     seen = []
     compute_gram(open_run(run_folder), cache_dir=tmp_path / "cache", chunk_mb=0.01,
@@ -92,4 +98,91 @@ def test_progress_callable_reaches_completion(tmp_path):
     assert len(seen) > 3
     assert seen[-1][0] == pytest.approx(1.0)
     assert all(later >= earlier for (earlier, _), (later, _) in zip(seen, seen[1:]))
-    assert "tensors" in seen[-1][1]
+    run_bytes = sum(tensor.numel() * tensor.element_size() for step in (0, 10, 20)
+                    for tensor in load_file(run_folder / f"checkpoint-{step}" / "model.safetensors").values())
+    done, total, rate = re.fullmatch(r"(\d+\.\d\d) / (\d+\.\d\d) MB read, (\d+\.\d\d) GB/s", seen[-1][1]).groups()
+    assert done == total == f"{run_bytes / 1e6:.2f}"
+
+
+# ---------------------------------------------------------------- the unit of work
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory):
+    """bf16, 6 checkpoints, tensors wide enough that one chunk spans several float64 column blocks."""
+    shapes = {"model.layers.0.mlp.up_proj.weight": (600, 700), "model.layers.0.mlp.up_proj.bias": (600,),
+              "model.norm.weight": (700,)}
+    return make_run(tmp_path_factory.mktemp("wide") / "run", steps=(10, 20, 30, 40, 50, 60), shapes=shapes,
+                    dtype=torch.bfloat16, relative_update=1e-2)
+
+
+def test_work_items_summed_in_any_order_give_the_pass_s_gram(wide_run):
+    with open_layout(open_run(wide_run)) as layout:
+        reference = run_gram_pass(layout, chunk_mb=0.5, progress=False)
+        items = pass_items(layout, chunk_mb=0.5)
+        assert len(items) > len(layout.names)  # several row ranges per big tensor
+        in_order = np.zeros_like(reference.gram)
+        shuffled = np.zeros_like(reference.gram)
+        base_sq = np.zeros(len(layout.names))
+        for item in items:
+            block, base_square = item_gram(layout, item)
+            in_order[layout.names.index(item.tensor)] += block
+            base_sq[layout.names.index(item.tensor)] += base_square
+        for number in np.random.default_rng(0).permutation(len(items)):
+            item = items[number]
+            shuffled[layout.names.index(item.tensor)] += item_gram(layout, item)[0]
+    assert np.array_equal(in_order, reference.gram)  # the pass is this sum, in this order
+    np.testing.assert_allclose(shuffled, reference.gram, rtol=1e-12)
+    np.testing.assert_allclose(base_sq, reference.base_sq_norm, rtol=1e-12)
+    deltas = brute_force_gram(wide_run, (10, 20, 30, 40, 50, 60))
+    for index, name in enumerate(reference.names):
+        np.testing.assert_allclose(reference.gram[index], deltas[name] @ deltas[name].T, rtol=1e-12)
+
+
+def test_the_thread_count_does_not_change_the_gram(wide_run):
+    with open_layout(open_run(wide_run)) as layout:
+        one = run_gram_pass(layout, progress=False, workers=1)
+        three = run_gram_pass(layout, progress=False, workers=3)
+        serial = run_gram_pass(layout, progress=False, workers=3, prefetch=False)
+    assert np.array_equal(one.gram, three.gram) and np.array_equal(one.gram, serial.gram)
+    assert np.array_equal(one.base_sq_norm, three.base_sq_norm)
+
+
+def test_new_rows_of_a_grown_run_complete_the_old_gram(wide_run):
+    """A live update: the Gram of the first 4 checkpoints plus G[new, all] for the 2 new ones is the
+    Gram of all 6 (docs/design.md, growing the Gram), for K·(N + K) products instead of all of them."""
+    run = open_run(wide_run)
+    with open_layout(run, checkpoints=range(4)) as old_layout:
+        old = run_gram_pass(old_layout, progress=False)
+    with open_layout(run) as layout:
+        full = run_gram_pass(layout, chunk_mb=0.5, progress=False)
+        new = slice(4, 6)
+        rows = np.zeros((len(layout.names), 2, 6))
+        for item in pass_items(layout, chunk_mb=0.5):
+            block, _ = item_gram(layout, item, new)
+            assert block.shape == (2, 6)
+            rows[layout.names.index(item.tensor)] += block
+    grown = np.zeros_like(full.gram)
+    grown[:, :4, :4] = old.gram
+    grown[:, 4:, :] = rows
+    grown[:, :, 4:] = rows.transpose(0, 2, 1)
+    np.testing.assert_allclose(grown, full.gram, rtol=1e-12, atol=1e-14 * np.abs(full.gram).max())
+
+
+def test_a_pass_beside_an_export_never_changes_thread_settings(wide_run, tmp_path, monkeypatch):
+    """Thread counts are set once per process (relex_core.threads), never saved and restored around a
+    call: a pass and an export running side by side leave torch and BLAS exactly as configured."""
+    threads.configure()
+    fit = WindowFit(compute_gram(open_run(wide_run), cache_dir=tmp_path / "cache", progress=False), rank=2)
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: calls.append(("torch", count)))
+    for controller in threadpoolctl._ALL_CONTROLLERS:
+        monkeypatch.setattr(controller, "set_num_threads", lambda self, count: calls.append(("blas", count)))
+    with ThreadPoolExecutor(2) as pool:
+        gram = pool.submit(compute_gram, open_run(wide_run), cache_dir=tmp_path / "cache", use_cache=False,
+                           progress=False)
+        exported = pool.submit(extrapolate, fit, [90], tmp_path / "out", progress=False)
+        gram.result(), exported.result()
+    assert calls == []
+    assert torch.get_num_threads() == 1
+    assert {info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"} == {1}

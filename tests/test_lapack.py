@@ -1,12 +1,13 @@
 """Top-k symmetric eigenpairs without the GIL agree with numpy's full float64 eigh."""
 
+import ctypes
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from relex_core import lapack, parallel
+from relex_core import lapack, threads
 
 
 def psd(eigenvalues, rng) -> np.ndarray:
@@ -35,8 +36,8 @@ def assert_matches_eigh(matrix: np.ndarray, values: np.ndarray, vectors: np.ndar
     """Eigenvalues to 1e-12·λ1; eigenvectors orthonormal, A u = λ u, and equal to numpy's up to
     sign where an eigenvalue is separated from the rest of the spectrum."""
     size, count = vectors.shape
-    with parallel.one_blas_thread():  # OpenBLAS's threads make small eigh ~10× slower
-        reference_values, reference_vectors = np.linalg.eigh(matrix)
+    threads.configure()  # BLAS on one thread, as relex runs it (OpenBLAS's threads slow small eigh down)
+    reference_values, reference_vectors = np.linalg.eigh(matrix)
     scale = max(abs(reference_values).max(), 1e-300)
     np.testing.assert_allclose(values, reference_values[size - count:], rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(vectors.T @ vectors, np.eye(count), atol=1e-12)
@@ -110,6 +111,41 @@ def test_strided_views_are_read_like_copies():
     from_view = lapack.top_eigenpairs(window, 2)
     from_copy = lapack.top_eigenpairs(np.ascontiguousarray(window), 2)
     assert np.array_equal(from_view[0], from_copy[0]) and np.array_equal(from_view[1], from_copy[1])
+
+
+def capsule(pointer: int, name: bytes):
+    """A real PyCapsule holding `pointer` under the signature `name`, as Cython makes them."""
+    new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+        ("PyCapsule_New", ctypes.pythonapi))
+    return new(pointer, name, None)
+
+
+def test_the_capsule_is_used_only_with_the_signature_the_ctypes_call_passes():
+    from scipy.linalg.cython_lapack import __pyx_capi__
+
+    assert lapack._load_dsyevr(__pyx_capi__) is not None
+    assert lapack._load_dsyevr({}) is None
+    # An ILP64 build declares LAPACK integers 64-bit: the same capsule with `long *` must be refused.
+    # (The pointer is never called; `ilp64` outlives the capsule, which keeps a pointer to its name.)
+    ilp64 = lapack.DSYEVR_SIGNATURE.replace("int *", "long *").encode()
+    fake = capsule(ctypes.cast(ctypes.pythonapi.Py_IncRef, ctypes.c_void_p).value, ilp64)
+    assert lapack._load_dsyevr({"dsyevr": fake}) is None
+    assert lapack._load_dsyevr({"dsyevr": fake}, expected=ilp64.decode()) is not None  # the check, not the capsule
+    assert lapack._load_dsyevr(__pyx_capi__, expected=ilp64.decode()) is None
+
+
+def test_a_refused_capsule_falls_back_to_scipy_with_the_same_results(monkeypatch):
+    from scipy.linalg.cython_lapack import __pyx_capi__
+
+    rng = np.random.default_rng(6)
+    stack = np.stack([rank1_plus_noise(30, rng) for _ in range(5)])
+    gil_free = lapack.top_eigenpairs(stack, 2)
+    monkeypatch.setattr(lapack, "_dsyevr", lapack._load_dsyevr(__pyx_capi__, expected="void (int *)"))
+    assert lapack._dsyevr is None
+    fallback = lapack.top_eigenpairs(stack, 2)
+    for matrix, values, vectors in zip(stack, *fallback):
+        assert_matches_eigh(matrix, values, vectors)
+    np.testing.assert_allclose(fallback[0], gil_free[0], rtol=0, atol=1e-12 * abs(stack).max())
 
 
 def test_without_the_capsule_scipy_solves_the_same_problems(monkeypatch):
