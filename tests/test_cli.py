@@ -110,3 +110,22 @@ def test_spectra_writes_the_per_matrix_view_matching_numpy_svd(tmp_path):
                                    sigma[:4], rtol=1e-6)
         assert frame.loc[name, "energy_rank1"] == pytest.approx(sigma[0] ** 2 / (sigma**2).sum(), rel=1e-8)
         assert frame.loc[name, "stable_rank"] == pytest.approx((sigma**2).sum() / sigma[0] ** 2, rel=1e-8)
+
+
+def test_suggest_prints_the_window_and_its_reason_as_model_selection_finds_them(tmp_path):
+    from relex_core import selection
+
+    cache_dir = tmp_path / "cache"
+    run_gram = compute_gram(open_run(SAMPLE_RUN), cache_dir=cache_dir, progress=False)
+    steps = [int(step) for step in run_gram.steps]
+    for options, holdout, tolerance in (([], selection.default_holdout(steps), 0.1),
+                                        (["--holdout-from", str(steps[20]), "--tolerance", "25%"], steps[20], 0.25)):
+        result = relex("suggest", SAMPLE_RUN, "--start", steps[1], "--rank", "2", *options, cache_dir=cache_dir)
+        assert result.returncode == 0, result.stderr
+        expected = selection.suggest_window(selection.window_end_backtests(run_gram, steps[1], rank=2), steps[1],
+                                            holdout, tolerance=tolerance)
+        assert result.stdout.splitlines() == [f"suggested window {expected.window[0]}:{expected.window[1]}",
+                                              expected.reason]
+    late = relex("suggest", SAMPLE_RUN, "--start", steps[1], "--holdout-from", steps[1], cache_dir=cache_dir)
+    assert late.returncode == 2 and "Traceback" not in late.stderr
+    assert late.stderr.startswith("relex: error: no window from step")
