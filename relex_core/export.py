@@ -235,11 +235,13 @@ def _write_weights(fit, layout: RunLayout, weights: np.ndarray, folders, provena
                              metadata=_header_metadata(record)) for folder, record in zip(folders, provenance)]
     erased_sq, update_sq = np.zeros(n_targets), np.zeros(n_targets)
 
+    # Bytes read per row of each tensor: a copy reads θ_0 alone (in a dtype relex may not analyse).
+    bytes_per_row = {plan.name: layout.base.tensors[plan.name].row_numel * plan.spec.dtype.itemsize
+                     if plan.weight_row is None else stored_bytes(layout, WorkItem(plan.source, 0, 1))
+                     for plan in plans}
+
     def read_bytes(item) -> int:
-        plan = by_name[item.tensor]
-        if plan.weight_row is None:  # a copy reads θ_0 alone (its dtype may be one relex does not analyse)
-            return (item.stop - item.start) * layout.base.tensors[item.tensor].row_numel * plan.spec.dtype.itemsize
-        return stored_bytes(layout, WorkItem(plan.source, item.start, item.stop))
+        return (item.stop - item.start) * bytes_per_row[item.tensor]
 
     def read(item, buffer):
         plan = by_name[item.tensor]

@@ -149,7 +149,7 @@ def _block_product(rows: torch.Tensor, first: int, stop: int, new) -> tuple[np.n
     block = scratch[:count * width].view(count, width)
     block.copy_(rows[:, first:stop])
     block[1:] -= block[0]
-    base_square = float(block[0].dot(block[0]))  # torch's dot: numpy's would be one more BLAS call to set up
+    base_square = float(block[0].dot(block[0]))
     deltas = block[1:].numpy()
     return (deltas @ deltas.T if new is None else deltas[new] @ deltas.T), base_square
 
@@ -188,8 +188,9 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
     def read(item, buffer):
         return read_rows(layout, item, out=buffer)
 
-    with products as pool, ByteProgress(sum(stored_bytes(layout, item) for item in items), "relex gram pass",
-                                        progress) as bar, \
+    bytes_per_row = {name: stored_bytes(layout, WorkItem(name, 0, 1)) for name in layout.names}
+    with products as pool, ByteProgress(sum((item.stop - item.start) * bytes_per_row[item.tensor] for item in items),
+                                        "relex gram pass", progress) as bar, \
             ReadAhead(items, read, chunk_bytes(layout, items), prefetch) as chunks:
         for number, (item, rows) in enumerate(chunks):
             index = position[item.tensor]
@@ -199,7 +200,7 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
             last_chunk_of_tensor = number + 1 == len(items) or items[number + 1].tensor != item.tensor
             if last_chunk_of_tensor and not (np.isfinite(gram[index]).all() and np.isfinite(base_sq_norm[index])):
                 raise locate_non_finite(layout, item.tensor)
-            bar.advance(stored_bytes(layout, item))
+            bar.advance((item.stop - item.start) * bytes_per_row[item.tensor])
     base = layout.base.tensors
     return RunGram(run=layout.run, steps=np.array(layout.run.steps, dtype=np.int64), names=list(layout.names),
                    shapes=[tuple(base[name].shape) for name in layout.names],
