@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from relex_core.io.dtypes import element_count  # noqa: E402
 from relex_core.synthetic import QWEN2_0_5B, make_run, qwen2_config, qwen2_shapes  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def model_dims(layers=None, vocab=None) -> dict:
 
 
 def parameter_count(dims: dict) -> int:
-    return sum(int(torch.Size(shape).numel()) for shape in qwen2_shapes(**dims).values())
+    return sum(element_count(shape) for shape in qwen2_shapes(**dims).values())
 
 
 def generate(folder, *, dims=None, checkpoints=20, every=50, dtype="bfloat16", shard_gb=2.0, seed=0,

@@ -56,6 +56,16 @@ class RunGram:
     fingerprint: str = ""
     from_cache: bool = False
 
+    @classmethod
+    def from_sums(cls, layout: RunLayout, gram: np.ndarray, base_sq_norm: np.ndarray) -> "RunGram":
+        """The RunGram of a layout whose items' blocks were summed into `gram` and `base_sq_norm`
+        (by `run_gram_pass`, or by any engine that hands out `item_gram` work)."""
+        base = layout.base.tensors
+        return cls(run=layout.run, steps=np.array(layout.run.steps, dtype=np.int64)[layout.positions],
+                   names=list(layout.names), shapes=[tuple(base[name].shape) for name in layout.names],
+                   dtypes=[dtype_name(base[name].dtype) for name in layout.names], gram=gram,
+                   base_sq_norm=base_sq_norm, tied=dict(layout.tied), notes=list(layout.notes))
+
     @property
     def numels(self) -> np.ndarray:
         return np.array([element_count(shape) for shape in self.shapes], dtype=np.int64)
@@ -201,11 +211,7 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
             if last_chunk_of_tensor and not (np.isfinite(gram[index]).all() and np.isfinite(base_sq_norm[index])):
                 raise locate_non_finite(layout, item.tensor)
             bar.advance((item.stop - item.start) * bytes_per_row[item.tensor])
-    base = layout.base.tensors
-    return RunGram(run=layout.run, steps=np.array(layout.run.steps, dtype=np.int64), names=list(layout.names),
-                   shapes=[tuple(base[name].shape) for name in layout.names],
-                   dtypes=[dtype_name(base[name].dtype) for name in layout.names],
-                   gram=gram, base_sq_norm=base_sq_norm, tied=dict(layout.tied), notes=list(layout.notes))
+    return RunGram.from_sums(layout, gram, base_sq_norm)
 
 
 def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: float = 256,

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from relex_core import WindowFit, compute_gram, extrapolate, open_run, threads
-from relex_core.gram import item_gram, pass_items, run_gram_pass
+from relex_core.gram import RunGram, item_gram, pass_items, run_gram_pass
 from relex_core.io.dtypes import dtype_name
 from relex_core.stream import open_layout
 from relex_core.synthetic import make_run
@@ -132,6 +132,10 @@ def test_work_items_summed_in_any_order_give_the_pass_s_gram(wide_run):
             item = items[number]
             shuffled[layout.names.index(item.tensor)] += item_gram(layout, item)[0]
     assert np.array_equal(in_order, reference.gram)  # the pass is this sum, in this order
+    assembled = RunGram.from_sums(layout, in_order, base_sq)
+    assert (assembled.names, assembled.shapes, assembled.dtypes) == (reference.names, reference.shapes,
+                                                                     reference.dtypes)
+    assert list(assembled.steps) == list(reference.steps) == [10, 20, 30, 40, 50, 60]
     np.testing.assert_allclose(shuffled, reference.gram, rtol=1e-12)
     np.testing.assert_allclose(base_sq, reference.base_sq_norm, rtol=1e-12)
     deltas = brute_force_gram(wide_run, (10, 20, 30, 40, 50, 60))
@@ -154,6 +158,7 @@ def test_new_rows_of_a_grown_run_complete_the_old_gram(wide_run):
     run = open_run(wide_run)
     with open_layout(run, checkpoints=range(4)) as old_layout:
         old = run_gram_pass(old_layout, progress=False)
+    assert list(old.steps) == [10, 20, 30, 40]
     with open_layout(run) as layout:
         full = run_gram_pass(layout, chunk_mb=0.5, progress=False)
         new = slice(4, 6)
