@@ -4,7 +4,6 @@ import re
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
