@@ -5,7 +5,7 @@ products, the export's sums, the eigensolver's matrices): the calls inside relea
 (BLAS, LAPACK through ctypes, torch's kernels). Each of those calls then runs on one thread
 itself, so `configure()` sets BLAS (through threadpoolctl) and torch's intra-op pool to one
 thread, once, the first time relex computes anything. Libraries threading on top of relex's
-pool would oversubscribe the cores (bench/STUDIES.md has the measurements).
+pool would oversubscribe the cores (measurements: bench/STUDIES.md, bench/RESULTS.md's pass variants).
 
 Nothing is saved and restored around calls: two dashboard sessions, or a pass beside an export,
 share one setting and cannot restore each other's stale values.
