@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .analysis import WindowFit
-from .options import fit_name, parse_target_steps
+from .options import parse_target_steps
 from .errors import RelexError
 from .gram import (RunLayout, _locate_non_finite, chunk_bytes, float64_blocks, open_layout, pass_torch_threads,
                    plan_chunks, read_rows)
@@ -96,7 +96,7 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
     """Write θ̂(s) for each target step s as an HF checkpoint folder.
 
     Args:
-        fit: the window fit (rank, and degree 1 = line or 2 = poly2, come from it).
+        fit: the window fit (rank, the trend, fit_last and refit_every come from it).
         target_steps: one step or several (`analysis.parse_target_steps`); several give one sub-folder
             `step-S` each inside `out`, in ascending order.
         out: destination folder; refused if it exists (unless force) or lies inside the run.
@@ -380,7 +380,8 @@ def _provenance(fit: WindowFit, weights: np.ndarray, labels, dtype) -> list[dict
         records.append({
             "relex_version": __version__, "run": str(run_gram.run.source.absolute()),
             "base": str(run_gram.run.base.path.absolute()), "window_steps": [int(step) for step in fit.window_steps],
-            **label, "rank": fit.rank, "fit": fit_name(fit.degree),
+            **label, "rank": fit.rank, "fit": fit.fit_name, "fit_last": fit.fit_last,
+            "refit_every": fit.refit_every,
             "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "base",
             "checkpoint_weights": {str(int(step)): float(weight) for step, weight in zip(fit.window_steps,
                                                                                           model_weights)},
