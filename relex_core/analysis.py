@@ -292,9 +292,9 @@ class WindowFit:
             grouped = parts.sum().to_frame().T
             grouped.insert(0, "tensors", len(parts))
         elif by in ("layer", "module"):
-            parts[by] = labels[by]
-            grouped = parts.groupby(by, dropna=False, sort=True).agg(
-                tensors=("numel", "size"), **{column: (column, "sum") for column in parts.columns if column != by})
+            groups = parts.groupby(labels[by].rename(by), dropna=False, sort=True)
+            grouped = groups.sum()  # NaN (no checkpoint after the window) counts as 0, as in the model sum
+            grouped.insert(0, "tensors", groups.size())
             grouped = grouped.reset_index()
         else:
             raise ValueError(f"by must be 'layer', 'module' or 'model', not {by!r}")

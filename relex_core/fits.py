@@ -189,26 +189,40 @@ def fit_sine(steps, values: np.ndarray) -> SineTrend:
 
 def _sine_solve(local_steps: np.ndarray, series: np.ndarray, frequency: np.ndarray):
     """For each series (m, T) at its frequency (m,): the least-squares (a, b, C) of a·sin + b·cos + C
-    on the centred steps, and the residual sum of squares (m,)."""
+    on the centred steps, and the residual sum of squares (m,).
+
+    The 3×3 normal equations are well conditioned on centred steps with f ≥ bin/4; at the
+    Nyquist frequency a column vanishes and the pseudo-inverse takes over.
+    """
     angle = 2 * np.pi * frequency[:, None] * local_steps[None, :]
     design = np.stack([np.sin(angle), np.cos(angle), np.ones_like(angle)], axis=2)  # (m, T, 3)
-    coefficients = np.einsum("mij,mj->mi", np.linalg.pinv(design), series)  # pinv is batched, lstsq is not
+    normal = np.einsum("mti,mtj->mij", design, design)
+    right = np.einsum("mti,mt->mi", design, series)
+    try:
+        coefficients = np.linalg.solve(normal, right[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        coefficients = np.einsum("mij,mj->mi", np.linalg.pinv(normal), right)
     residual = series - np.einsum("mtj,mj->mt", design, coefficients)
     return coefficients.T, (residual**2).sum(axis=1)
 
 
 def _golden_section(objective, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Minimise a vectorised objective over (m,) brackets [left, right], all series at once."""
+    """Minimise a vectorised objective over (m,) brackets [left, right], all series at once.
+
+    Each step drops the third of the bracket beyond the worse inner point and evaluates one new point.
+    """
     ratio = (np.sqrt(5) - 1) / 2
-    inner_left = right - ratio * (right - left)
-    inner_right = left + ratio * (right - left)
-    value_left, value_right = objective(inner_left), objective(inner_right)
+    lower, upper = right - ratio * (right - left), left + ratio * (right - left)
+    value_lower, value_upper = objective(lower), objective(upper)
     for _ in range(_SINE_GOLDEN_STEPS):
-        keep_left = value_left < value_right  # the minimum lies in [left, inner_right]
-        right = np.where(keep_left, inner_right, right)
-        left = np.where(keep_left, left, inner_left)
-        inner_left, inner_right = right - ratio * (right - left), left + ratio * (right - left)
-        value_left, value_right = objective(inner_left), objective(inner_right)
+        keep_left = value_lower < value_upper  # the minimum lies in [left, upper]
+        right = np.where(keep_left, upper, right)
+        left = np.where(keep_left, left, lower)
+        point = np.where(keep_left, right - ratio * (right - left), left + ratio * (right - left))
+        value = objective(point)
+        lower, upper, value_lower, value_upper = (
+            np.where(keep_left, point, upper), np.where(keep_left, lower, point),
+            np.where(keep_left, value, value_upper), np.where(keep_left, value_lower, value))
     return (left + right) / 2
 
 

@@ -342,3 +342,22 @@ def test_backtests_with_refit_every_leave_later_checkpoints_off_the_grid_empty(t
     frame = WindowFit(uneven, "50:150", refit_every=1).backtest_frame().set_index(["target_step", "method"])
     assert np.isfinite(frame.loc[(200, "relex"), "rel_error"]) and np.isnan(frame.loc[(275, "relex"), "rel_error"])
     assert np.isfinite(frame.loc[(275, "last"), "rel_error"])
+
+
+def test_a_sin_fit_through_the_gram_recovers_a_sinusoidal_trajectory():
+    steps = np.arange(10, 310, 10)
+    rng = np.random.default_rng(12)
+    direction = rng.standard_normal(64)
+    direction /= np.linalg.norm(direction)
+    curve = lambda step: 1.5 * np.sin(2 * np.pi * step / 170 + 0.3) + 2.0  # along one fixed direction
+    deltas = np.outer(curve(steps), direction)
+    run = Run(source=Path("run"), base=Checkpoint(0, Path("run/checkpoint-0")),
+              checkpoints=tuple(Checkpoint(int(step), Path(f"run/checkpoint-{step}")) for step in steps))
+    run_gram = RunGram(run=run, steps=steps, names=["model.norm.weight"], shapes=[(64,)], dtypes=["float64"],
+                       gram=(deltas @ deltas.T)[None], base_sq_norm=np.ones(1))
+    fit = WindowFit(run_gram, "10:250", fit="sin")
+    weights = fit.weights([120, 400])  # inside the window (fitted) and after it
+    for column, step in enumerate((120, 400)):
+        np.testing.assert_allclose(weights[0, :, column] @ deltas[:25], curve(step) * direction, atol=1e-6)
+    assert fit.tensors_frame().r2[0] == pytest.approx(1.0, abs=1e-10)
+    assert fit.tensors_frame().r2_after_window[0] == pytest.approx(1.0, abs=1e-8)
