@@ -40,9 +40,13 @@ def _count_or_none(value, name: str) -> int | None:
     """None, or a whole number ≥ 1 (fit_last, refit_every)."""
     if value is None:
         return None
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise RelexError(f"{name} {value} must be a whole number ≥ 1")
-    return int(value)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or number != value or number < 1:
+        raise RelexError(f"{name} {value!r} must be a whole number ≥ 1")
+    return number
 
 
 def _grid_interval(steps: np.ndarray) -> int:
