@@ -4,11 +4,16 @@ Parity: on a bf16 run with one checkpoint per step, where the official script's 
 the step axis shifted, relex's exports agree with what the official `svd_extrapolation.py`
 computes (tests/official_reference.py): at least 99.9% of the elements identical, every one
 within 1 ulp. Refusals: one line on stderr, exit code 2.
+
+Commands run through `relex_core.cli.main`, the function `python -m relex_core` exits with,
+in this process (a fresh interpreter per command would add seconds of imports each); one
+refusal runs as a real subprocess, for the exit status a shell sees.
 """
 
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
+from relex_core.cli import main
 from relex_core.synthetic import make_run
 
 from .official_reference import load_folder, official_extrapolation
@@ -24,9 +30,22 @@ REPO = Path(__file__).resolve().parents[1]
 HISTORY = 16  # window 1:16 of 24 checkpoints, one per step
 
 
-def relex(*arguments, cache_dir):
-    return subprocess.run([sys.executable, "-m", "relex_core", *map(str, arguments), "--cache-dir", str(cache_dir),
-                           "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=120)
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def relex(capsys):
+    """relex(*arguments, cache_dir=...) → Result, running the command line's main function."""
+    def run(*arguments, cache_dir):
+        capsys.readouterr()
+        code = main([*map(str, arguments), "--cache-dir", str(cache_dir), "--quiet"])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +71,8 @@ def ordered_bits(values: torch.Tensor) -> np.ndarray:
     (["--fit-last", "8", "--rank", "2"], [20, 30], {"window": 8, "rank": 2}),
     (["--refit-every", "4"], [18, 21, 30], {"refit_every": 4}),
 ])
-def test_bf16_exports_agree_with_the_official_script(per_step_run, cache_dir, tmp_path, flags, targets, reference):
+def test_bf16_exports_agree_with_the_official_script(relex, per_step_run, cache_dir, tmp_path, flags, targets,
+                                                      reference):
     out = tmp_path / "out"
     result = relex("extrapolate", per_step_run, "--window", f"1:{HISTORY}", "--target", ",".join(map(str, targets)),
                    "--out", out, *flags, cache_dir=cache_dir)
@@ -72,7 +92,7 @@ def test_bf16_exports_agree_with_the_official_script(per_step_run, cache_dir, tm
             "poly3" if "poly3" in flags else "linear", reference.get("window"), reference.get("refit_every"))
 
 
-def test_backtest_and_analyze_take_the_fit_options(per_step_run, cache_dir, tmp_path):
+def test_backtest_and_analyze_take_the_fit_options(relex, per_step_run, cache_dir, tmp_path):
     result = relex("backtest", per_step_run, "--window", "1:16", "--fit", "poly2", "--fit-last", "8",
                    "--out", tmp_path / "backtest", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
@@ -107,8 +127,8 @@ def uneven_run(tmp_path_factory):
     ("even", ["--window", "1:16", "--fit-last", "17", "--target", "20"], "fit_last 17 is larger than the window"),
     ("even", ["--window", "1:16", "--fit", "cubic", "--target", "20"], "must be linear, polyD"),
 ])
-def test_fit_options_that_cannot_work_are_one_line_errors_with_exit_2(per_step_run, uneven_run, cache_dir, tmp_path,
-                                                                       case, arguments, message):
+def test_fit_options_that_cannot_work_are_one_line_errors_with_exit_2(relex, per_step_run, uneven_run, cache_dir,
+                                                                       tmp_path, case, arguments, message):
     run = uneven_run if case == "uneven" else per_step_run
     result = relex("extrapolate", run, "--out", tmp_path / "out", *arguments, cache_dir=cache_dir)
     assert result.returncode == 2, result.stderr
@@ -120,8 +140,10 @@ def test_fit_options_that_cannot_work_are_one_line_errors_with_exit_2(per_step_r
 def test_a_target_off_the_grid_of_refit_every_is_refused(tmp_path_factory, cache_dir, tmp_path):
     run = make_run(tmp_path_factory.mktemp("grid") / "run", steps=(10, 20, 30, 40, 50), dtype=torch.bfloat16,
                    relative_update=1e-2)
-    result = relex("extrapolate", run, "--window", "10:50", "--refit-every", "2", "--target", "60,75",
-                   "--out", tmp_path / "out", cache_dir=cache_dir)
+    result = subprocess.run([sys.executable, "-m", "relex_core", "extrapolate", str(run), "--window", "10:50",
+                             "--refit-every", "2", "--target", "60,75", "--out", str(tmp_path / "out"),
+                             "--cache-dir", str(cache_dir), "--quiet"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "target step 75 is not on the window's grid" in result.stderr
     assert not (tmp_path / "out").exists()
