@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .errors import RelexError
 from .io.discover import open_run
-from .options import FIT_NAMES
+from .options import FIT_NAMES, parse_fit
 
 # torch, pandas and the maths are imported inside the commands that use them: the run's folder
 # and the output paths are checked first, and a mistake there is reported at once.
@@ -33,7 +33,19 @@ def _add_run_arguments(parser: argparse.ArgumentParser, window: bool = True) -> 
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _load_fit(args, degree: int = 1):
+def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fit", default="linear", help=f"trend of the coefficients over steps: "
+                        f"{', '.join(FIT_NAMES)} or any polyD (default linear)")
+    parser.add_argument("--fit-last", type=int, default=None, metavar="W",
+                        help="fit the trend to the window's last W checkpoints (the subspace still comes from "
+                             "the whole window; the official --window W)")
+    parser.add_argument("--refit-every", type=int, default=None, metavar="F",
+                        help="autoregressive extrapolation, refitting every F checkpoint intervals (the official "
+                             "--future_extrapolation_window F; needs evenly spaced window checkpoints)")
+
+
+def _load_fit(args):
+    fit = parse_fit(getattr(args, "fit", "linear"))  # a bad name fails before the pass
     run = open_run(args.run, base=args.base)
     run.refuse_inside(args.cache_dir, "cache folder")
     if getattr(args, "out", None) is not None:  # a bad --out must fail before the pass, not after it
@@ -48,7 +60,8 @@ def _load_fit(args, degree: int = 1):
         print(f"relex: note: {note}", file=sys.stderr)
     from .analysis import WindowFit
 
-    return WindowFit(run_gram, window=getattr(args, "window", None), rank=args.rank, degree=degree)
+    return WindowFit(run_gram, window=getattr(args, "window", None), rank=args.rank, fit=fit,
+                     fit_last=getattr(args, "fit_last", None), refit_every=getattr(args, "refit_every", None))
 
 
 def _check_output_path(path, run) -> Path:
@@ -89,16 +102,27 @@ def _write_tables(tables: dict, folder: Path) -> None:
 
 def command_analyze(args) -> None:
     fit = _load_fit(args)
-    from .analysis import spectrum_frame, stability_frame
+    from .analysis import principal_angles_frame, spectrum_frame, stability_frame
 
     out = _check_output_path(args.out, fit.run_gram.run)
+    window = (fit.window_steps[0], fit.window_steps[-1])
     _write_tables({"tensors.csv": fit.tensors_frame(), "layers.csv": fit.summary_frame("layer"),
                    "modules.csv": fit.summary_frame("module"), "model.csv": fit.summary_frame("model"),
                    "coefficients.csv": fit.coefficients_frame(), "spectra.csv": spectrum_frame(fit),
-                   "stability.csv": stability_frame(fit.run_gram, start=fit.window_steps[0])}, out)
+                   "stability.csv": stability_frame(fit.run_gram, start=window[0], rank=fit.rank),
+                   "principal_angles.csv": principal_angles_frame(fit.run_gram, window, None, rank=fit.rank),
+                   **_discarded_energy_tables(fit)}, out)
     model = fit.summary_frame("model").iloc[0]
-    print(f"window {fit.window_steps[0]}:{fit.window_steps[-1]} ({len(fit.window_steps)} checkpoints), "
-          f"{int(model.tensors)} tensors: energy_rank1 {model.energy_rank1:.4f}, r2 {model.r2:.4f}")
+    print(f"window {window[0]}:{window[1]} ({len(fit.window_steps)} checkpoints), {int(model.tensors)} tensors, "
+          f"fit {fit.fit_name}: energy_rank1 {model.energy_rank1:.4f}, r2 {model.r2:.4f}, "
+          f"r2 after the window {model.r2_after_window:.4f}")
+
+
+def _discarded_energy_tables(fit) -> dict:
+    return {"discarded_energy.csv": fit.discarded_energy_frame(),
+            "discarded_energy_by_layer.csv": fit.discarded_energy_frame("layer"),
+            "discarded_energy_by_module.csv": fit.discarded_energy_frame("module"),
+            "discarded_energy_by_tensor.csv": fit.discarded_energy_frame("tensor")}
 
 
 def command_backtest(args) -> None:
@@ -108,8 +132,10 @@ def command_backtest(args) -> None:
     if frame.empty:
         raise RelexError(f"no checkpoint after the window {args.window} to test against", path=args.run)
     _write_tables({"backtest.csv": frame, "backtest_by_layer.csv": fit.backtest_frame("layer"),
-                   "backtest_by_module.csv": fit.backtest_frame("module")}, out)
+                   "backtest_by_module.csv": fit.backtest_frame("module"), **_discarded_energy_tables(fit)}, out)
     print(frame.pivot(index="target_step", columns="method", values="rel_error").to_string(float_format="%.4f"))
+    model = fit.summary_frame("model").iloc[0]
+    print(f"fit {fit.fit_name}: r2 {model.r2:.4f} in the window, {model.r2_after_window:.4f} after it")
 
 
 def _print_exports(results) -> None:
@@ -124,10 +150,10 @@ def _print_exports(results) -> None:
 
 
 def command_extrapolate(args) -> None:
-    from .options import parse_fit, parse_target_steps
+    from .options import parse_target_steps
 
     targets = parse_target_steps(args.target)
-    fit = _load_fit(args, degree=parse_fit(args.fit))
+    fit = _load_fit(args)
     from . import export
     _print_exports(export.extrapolate(fit, targets, args.out, method=args.method, dtype=args.dtype,
                                       shard_size=args.shard_size, force=args.force, progress=not args.quiet,
@@ -233,11 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = commands.add_parser("analyze", help="per-tensor geometry of a window: spectra, energies, fits")
     _add_run_arguments(analyze)
+    _add_fit_arguments(analyze)
     analyze.add_argument("--out", required=True, help="folder for tensors.csv and summaries")
     analyze.set_defaults(handler=command_analyze)
 
     backtest = commands.add_parser("backtest", help="held-out error of relex/last/linear after the window")
     _add_run_arguments(backtest)
+    _add_fit_arguments(backtest)
     backtest.add_argument("--out", required=True, help="folder for backtest.csv")
     backtest.set_defaults(handler=command_backtest)
 
@@ -245,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(extrapolate)
     extrapolate.add_argument("--target", required=True,
                              help="target step, or several separated by commas (one sub-folder step-S each)")
-    extrapolate.add_argument("--fit", choices=list(FIT_NAMES.values()), default="linear",
-                             help="trend of the coefficients over steps (default linear)")
+    _add_fit_arguments(extrapolate)
     extrapolate.add_argument("--method", choices=("relex", "linear"), default="relex",
                              help="relex (fitted trend) or linear (θ_0 + s/s_L (θ_L − θ_0)); default relex")
     _add_export_arguments(extrapolate)

@@ -30,7 +30,7 @@ from .errors import RelexError
 from .io.dtypes import FLOAT_DTYPES, SAFETENSORS_CODES, dtype_name
 from .io.reader import CheckpointReader
 from .io.writer import ShardedWriter, TensorSpec, atomic_folder, finished_together
-from .options import fit_name, parse_target_steps
+from .options import parse_target_steps
 from .rounding import round_to
 from .stream import (ByteProgress, ReadAhead, RunLayout, WorkItem, budget_bytes, chunk_bytes, float64_blocks,
                      locate_non_finite, open_layout, plan_chunks, read_rows, stored_bytes)
@@ -119,7 +119,7 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
     """Write θ̂(s) for each target step s as an HF checkpoint folder.
 
     Args:
-        fit: the window fit (rank, and degree 1 = line or 2 = poly2, come from it).
+        fit: the window fit (rank, the trend, fit_last and refit_every come from it).
         target_steps: one step or several (`options.parse_target_steps`); several give one sub-folder
             `step-S` each inside `out`, in ascending order.
         out: destination folder; refused if it exists (unless force) or lies inside the run.
@@ -346,7 +346,8 @@ def _provenance(fit: WindowFit, targets: _Targets, dtype) -> list[dict]:
         records.append({
             "relex_version": __version__, "run": str(run_gram.run.source.absolute()),
             "base": str(run_gram.run.base.path.absolute()), "window_steps": [int(step) for step in fit.window_steps],
-            **label, "rank": fit.rank, "fit": fit_name(fit.degree),
+            **label, "rank": fit.rank, "fit": fit.fit_name, "fit_last": fit.fit_last,
+            "refit_every": fit.refit_every,
             "dtype": dtype_name(dtype) if dtype is not None else "base",
             "checkpoint_weights": {str(int(step)): float(weight) for step, weight in zip(fit.window_steps,
                                                                                           model_weights)},

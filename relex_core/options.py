@@ -4,6 +4,8 @@ One rule each, shared by the CLI, the dashboard, the export and the Python API. 
 purpose (no numpy or torch), so the CLI can check its arguments before importing the maths.
 """
 
+from dataclasses import dataclass
+
 from .errors import RelexError
 
 
@@ -26,21 +28,60 @@ def parse_window(window) -> tuple:
 # Steps beyond this are typos, not training steps (a run of a billion steps does not exist).
 MAX_STEP = 10**9
 
-# Names of the coefficient trends over steps, by polynomial degree.
-FIT_NAMES = {1: "linear", 2: "poly2"}
+# The fits offered in menus and --help. parse_fit takes any polyD (D ≥ 1) besides these.
+FIT_NAMES = ("linear", "poly2", "poly3", "sin")
 
 
-def parse_fit(name) -> int:
-    """Polynomial degree of a fit name: 'linear' → 1, 'poly2' → 2."""
-    for degree, fit in FIT_NAMES.items():
-        if str(name) == fit:
-            return degree
-    raise RelexError(f"fit '{name}' must be one of {', '.join(FIT_NAMES.values())}")
+@dataclass(frozen=True)
+class FitSpec:
+    """A trend of the coefficients over steps: kind 'poly' with a degree ≥ 1, or kind 'sin'.
+
+    Frozen and hashable, so fits can be cached per setting. Its `name` is the one way to write
+    it ('linear' = poly1, 'poly2', 'poly3', …, 'sin'); `parse_fit(spec.name) == spec`.
+    """
+    kind: str = "poly"
+    degree: int | None = 1
+
+    def __post_init__(self):
+        if self.kind == "sin":
+            if self.degree is not None:
+                raise RelexError("a sin fit has no degree")
+        elif self.kind != "poly" or isinstance(self.degree, bool) or not isinstance(self.degree, int) \
+                or self.degree < 1:
+            raise RelexError(f"fit kind {self.kind!r} with degree {self.degree!r}: use a polynomial of "
+                             "degree ≥ 1 or sin")
+
+    @property
+    def name(self) -> str:
+        if self.kind == "sin":
+            return "sin"
+        return "linear" if self.degree == 1 else f"poly{self.degree}"
+
+    @property
+    def minimum_points(self) -> int:
+        """Checkpoints a fit needs: one per polynomial coefficient; a sinusoid's four parameters plus one,
+        since four points fit every frequency exactly."""
+        return 5 if self.kind == "sin" else self.degree + 1
 
 
-def fit_name(degree: int) -> str:
-    """The fit name of a polynomial degree (see FIT_NAMES)."""
-    return FIT_NAMES[int(degree)]
+def parse_fit(fit) -> FitSpec:
+    """A FitSpec from a name ('linear', 'poly1' … 'polyD', 'sin') or a FitSpec (returned as is)."""
+    if isinstance(fit, FitSpec):
+        return fit
+    text = str(fit).strip().lower()
+    if text == "linear":
+        return FitSpec("poly", 1)
+    if text == "sin":
+        return FitSpec("sin", None)
+    digits = text.removeprefix("poly")
+    if text.startswith("poly") and digits.isdigit() and int(digits) >= 1:
+        return FitSpec("poly", int(digits))
+    raise RelexError(f"fit '{fit}' must be linear, polyD with a degree D ≥ 1 (poly2, poly3, …) or sin")
+
+
+def fit_name(fit) -> str:
+    """The one name of a fit given as a name or a FitSpec: 'poly1' → 'linear'."""
+    return parse_fit(fit).name
 
 
 def parse_target_steps(targets) -> list[int]:

@@ -21,22 +21,23 @@ def default_holdout(steps) -> int:
     return steps[max(2, len(steps) - max(1, len(steps) // 4))] if len(steps) > 2 else steps[-1]
 
 
-
-
-
-def window_end_backtests(run_gram: RunGram, start: int, rank: int = 1, degree: int = 1) -> pd.DataFrame:
+def window_end_backtests(run_gram: RunGram, start: int, rank: int = 1, fit="linear", fit_last=None,
+                         refit_every=None) -> pd.DataFrame:
     """Backtests of every window start:end, end running over the run's checkpoints (Gram only).
 
-    Columns: window_end, target_step, method, rel_error, cosine. Ends whose window is too
-    small for the rank/degree, or that leave no later checkpoint, are left out.
+    fit, fit_last, refit_every: as in `WindowFit`, the same for every window.
+    Columns: window_end, target_step, method, rel_error, cosine. Ends whose window cannot take
+    these settings (too few checkpoints for the rank, the fit or fit_last; uneven steps with
+    refit_every), or that leave no later checkpoint, are left out.
     """
     frames = []
     for end in run_gram.steps[:-1]:
         try:
-            fit = WindowFit(run_gram, (start, int(end)), rank=rank, degree=degree)
-        except RelexError:  # window too small for this rank / degree: not a candidate
+            fit_of_window = WindowFit(run_gram, (start, int(end)), rank=rank, fit=fit, fit_last=fit_last,
+                                      refit_every=refit_every)
+        except RelexError:  # this window cannot take these settings: not a candidate
             continue
-        frame = fit.backtest_frame()
+        frame = fit_of_window.backtest_frame()
         frame.insert(0, "window_end", int(end))
         frames.append(frame)
     columns = ["window_end", "target_step", "method", "rel_error", "cosine"]

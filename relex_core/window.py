@@ -93,59 +93,6 @@ def coefficients(decomposition: Decomposition, gram_rows: np.ndarray, rank: int)
     return np.where(decomposition.active[:, :rank, None], scaled, 0.0)
 
 
-@dataclass(frozen=True)
-class TrendFit:
-    """Least-squares polynomial c ≈ Σ_j beta_j x^j with x = (step − center) / scale.
-
-    Centering and scaling the step axis keeps the normal equations well conditioned at
-    real step numbers (thousands); slope and intercept are given back on the real axis.
-    beta: (..., degree + 1); r2: (...) on the fitted points (NaN where the values are constant).
-    """
-    beta: np.ndarray
-    center: float
-    scale: float
-    r2: np.ndarray
-
-    @property
-    def degree(self) -> int:
-        return self.beta.shape[-1] - 1
-
-    def predict(self, steps) -> np.ndarray:
-        """(..., S) fitted values at the given steps (any steps, inside the window or not)."""
-        return self.beta @ _design(np.asarray(steps, dtype=np.float64), self.center, self.scale, self.degree).T
-
-    @property
-    def slope(self) -> np.ndarray:
-        """d c / d step on the real axis (for degree 2: the slope at the window's centre)."""
-        return self.beta[..., 1] / self.scale
-
-    @property
-    def intercept(self) -> np.ndarray:
-        """Fitted value at step 0 (degree 1: the line's intercept on the real step axis)."""
-        return self.predict([0.0])[..., 0]
-
-
-def _design(steps: np.ndarray, center: float, scale: float, degree: int) -> np.ndarray:
-    x = (steps - center) / scale
-    return np.stack([x**power for power in range(degree + 1)], axis=-1)
-
-
-def fit_trend(steps, values: np.ndarray, degree: int = 1) -> TrendFit:
-    """OLS fit, with intercept, of values (..., T) on real step numbers (T,)."""
-    steps = np.asarray(steps, dtype=np.float64)
-    if len(steps) <= degree:
-        raise ValueError(f"a degree-{degree} fit needs more than {degree} points, got {len(steps)}")
-    center = float(steps.mean())
-    scale = float(np.abs(steps - center).max()) or 1.0
-    design = _design(steps, center, scale, degree)
-    beta = values @ np.linalg.pinv(design).T
-    residual = values - beta @ design.T
-    total = ((values - values.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = np.where(total > 0, 1.0 - (residual**2).sum(axis=-1) / total, np.nan)
-    return TrendFit(beta=beta, center=center, scale=scale, r2=r2)
-
-
 def checkpoint_weights(decomposition: Decomposition, projections: np.ndarray) -> np.ndarray:
     """(n, T, S) w with δ̂ = Σ_t w_t Δ_t for projections p (n, k, S) on the top-k directions.
 
@@ -209,12 +156,32 @@ def scaled_last_products(scale: np.ndarray, last_sq: np.ndarray, last_dot: np.nd
                               dot=scale[None, :] * last_dot, target_sq=target_sq)
 
 
-def direction_overlap(first: Decomposition, second: Decomposition, gram_cross: np.ndarray) -> np.ndarray:
-    """(n,) |<v_1(W1), v_1(W2)>| = |U1[:, 0]ᵀ G[W1, W2] U2[:, 0]| / (σ_1(W1) σ_1(W2)).
+def principal_cosines(first: Decomposition, second: Decomposition, gram_cross: np.ndarray,
+                      rank: int) -> np.ndarray:
+    """(n, rank) cosines of the principal angles between two windows' rank-k subspaces, descending.
 
-    gram_cross is G[W1, W2], shape (n, T1, T2). NaN for tensors without a direction.
+    With V_a = Δ_{W_a}ᵀ U_a Σ_a⁻¹ (orthonormal columns, never formed), V_1ᵀ V_2 =
+    Σ_1⁻¹ U_1ᵀ G[W1, W2] U_2 Σ_2⁻¹, whose singular values are the cosines. gram_cross is G[W1, W2],
+    (n, T1, T2). Components without a direction are left out: the cosines past the smaller number
+    of directions of the two windows are NaN (all of them for a tensor that never moved).
     """
-    numerator = np.einsum("na,nab,nb->n", first.basis[:, :, 0], gram_cross, second.basis[:, :, 0])
-    denominator = first.sigma[:, 0] * second.sigma[:, 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, np.abs(numerator) / denominator, np.nan)
+    def scaled(decomposition):
+        sigma = decomposition.sigma[:, :rank]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inverse = np.where(decomposition.active[:, :rank], 1.0 / sigma, 0.0)
+        return decomposition.basis[:, :, :rank] * inverse[:, None, :]
+
+    cross = np.einsum("nak,nab,nbj->nkj", scaled(first), gram_cross, scaled(second))
+    cosines = np.clip(np.linalg.svd(cross, compute_uv=False), 0.0, 1.0)  # rounding can pass 1 by an ulp
+    directions = np.minimum(first.active[:, :rank].sum(axis=1), second.active[:, :rank].sum(axis=1))
+    return np.where(np.arange(cosines.shape[1])[None, :] < directions[:, None], cosines, np.nan)
+
+
+def outside_energy(squared_norm: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """‖x‖² − Σ_k <x, v_k>²: the energy of x outside the window's rank-k subspace, (n, S).
+
+    squared_norm: ‖x‖² (n, S); coefficients: <x, v_k> (n, k, S). For x = Δ_i this is what the
+    rank-k projection discards, G[i, i] − Σ_k c_k(i)²: the "noise" RELEX's denoising removes.
+    Clipped at 0, where cancellation leaves −1e-16·‖x‖².
+    """
+    return np.clip(squared_norm - (coefficients**2).sum(axis=1), 0.0, None)

@@ -134,7 +134,7 @@ def cache_dir(tmp_path_factory):
 
 def window_fit(run, cache_dir, rank=1, degree=1, window=f"{WINDOW[0]}:{WINDOW[1]}"):
     run_gram = compute_gram(open_run(run), cache_dir=cache_dir, progress=False)
-    return WindowFit(run_gram, window=window, rank=rank, degree=degree)
+    return WindowFit(run_gram, window=window, rank=rank, fit=f"poly{degree}")
 
 
 def window_steps(first=WINDOW[0], last=WINDOW[1]):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from relex_core import RelexError
-from relex_core.options import FIT_NAMES, MAX_STEP, fit_name, parse_fit, parse_target_steps, parse_window
+from relex_core.options import FIT_NAMES, MAX_STEP, FitSpec, fit_name, parse_fit, parse_target_steps, parse_window
 
 
 @pytest.mark.parametrize("given, steps", [
@@ -25,11 +25,21 @@ def test_target_steps_refused(given, message):
         parse_target_steps(given)
 
 
-def test_fit_names_and_degrees_are_one_table():
-    for degree, name in FIT_NAMES.items():
-        assert parse_fit(name) == degree and fit_name(degree) == name
-    with pytest.raises(RelexError, match="must be one of"):
-        parse_fit("cubic")
+def test_fit_names_are_one_rule_and_round_trip():
+    for name in FIT_NAMES:
+        assert fit_name(parse_fit(name)) == name and parse_fit(parse_fit(name)) == parse_fit(name)
+    assert parse_fit("linear") == parse_fit("poly1") == FitSpec("poly", 1) and fit_name("poly1") == "linear"
+    assert parse_fit("poly7") == FitSpec("poly", 7) and fit_name("POLY7") == "poly7"
+    assert parse_fit("sin") == FitSpec("sin", None) and parse_fit("sin").minimum_points == 5
+    assert parse_fit("poly3").minimum_points == 4
+    assert len({parse_fit("linear"), parse_fit("poly1"), FitSpec()}) == 1  # hashable: one cache entry
+    for bad in ("cubic", "poly0", "poly", "poly-2", "poly2.5", "sine", 2):
+        with pytest.raises(RelexError, match="must be linear, polyD"):
+            parse_fit(bad)
+    with pytest.raises(RelexError):
+        FitSpec("poly", 0)
+    with pytest.raises(RelexError):
+        FitSpec("sin", 2)
 
 
 @pytest.mark.parametrize("given, window", [("10:40", (10, 40)), (":40", (None, 40)), ("10:", (10, None)),

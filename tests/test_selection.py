@@ -27,6 +27,17 @@ def test_window_end_backtests_concatenate_one_window_fit_per_end(run_gram):
         pd.testing.assert_frame_equal(got, expected)
 
 
+def test_window_end_backtests_take_the_fit_settings_and_skip_windows_that_cannot_take_them(run_gram):
+    steps = [int(step) for step in run_gram.steps]
+    settings = {"fit": "poly2", "fit_last": 5, "refit_every": 3}
+    table = selection.window_end_backtests(run_gram, steps[0], rank=1, **settings)
+    assert sorted(table["window_end"].unique()) == steps[4:-1]  # fit_last 5 needs five window checkpoints
+    for end in (steps[4], steps[20]):
+        expected = WindowFit(run_gram, (steps[0], end), **settings).backtest_frame()
+        got = table[table["window_end"] == end].drop(columns="window_end").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected)
+
+
 def fake_backtests(scores: dict, targets=(80, 90, 100)) -> pd.DataFrame:
     """rel_error of each window end on each target: the score, plus a target-dependent offset that averages out."""
     rows = []

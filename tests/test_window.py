@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 from relex_core import window as maths
-from tests.brute_force import line_fit, rank1_drift, trajectory_svd
+from tests.brute_force import rank1_drift, trajectory_svd
 
 STEPS = np.array([10, 20, 30, 45, 60, 80, 100, 120])
 
@@ -56,31 +57,6 @@ def test_sign_convention_makes_the_last_window_coefficient_non_negative(tensors)
     assert (coefficients[:, :, -1] >= 0).all()
 
 
-def test_line_fit_on_real_steps_matches_lstsq():
-    rng = np.random.default_rng(1)
-    steps = np.array([1000, 1100, 1250, 1300, 1500, 1800], dtype=float)
-    values = rng.standard_normal((4, 2, len(steps))) + 0.01 * steps
-    trend = maths.fit_trend(steps, values, degree=1)
-    for row in range(4):
-        for component in range(2):
-            slope, intercept, r2 = line_fit(steps, values[row, component])
-            assert trend.slope[row, component] == pytest.approx(slope, rel=1e-10)
-            assert trend.intercept[row, component] == pytest.approx(intercept, rel=1e-9)
-            assert trend.r2[row, component] == pytest.approx(r2, rel=1e-10)
-    np.testing.assert_allclose(trend.predict([2500.0])[..., 0], trend.slope * 2500 + trend.intercept, rtol=1e-10)
-
-
-def test_quadratic_fit_matches_lstsq():
-    rng = np.random.default_rng(2)
-    steps = np.array([5, 10, 20, 40, 80, 160], dtype=float)
-    values = 3e-4 * steps**2 - 0.1 * steps + rng.standard_normal(len(steps))
-    trend = maths.fit_trend(steps, values[None], degree=2)
-    design = np.column_stack([steps**2, steps, np.ones_like(steps)])
-    beta, *_ = np.linalg.lstsq(design, values, rcond=None)
-    np.testing.assert_allclose(trend.predict([7.0, 300.0])[0], np.array([[49, 7, 1], [90000, 300, 1]]) @ beta,
-                               rtol=1e-9)
-
-
 def test_checkpoint_weights_rebuild_the_rank_k_prediction(tensors):
     window = np.arange(6)
     gram = stacked_gram(tensors)
@@ -129,15 +105,45 @@ def test_prediction_products_give_direct_errors_and_cosines(tensors):
         np.linalg.norm(prediction_cat - truth_cat) / np.linalg.norm(truth_cat), rel=1e-7)
 
 
-def test_direction_overlap_matches_dot_product_of_svd_directions(tensors):
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_principal_cosines_match_scipy_subspace_angles_on_the_explicit_directions(tensors, rank):
     gram = stacked_gram(tensors)
-    first, second = np.arange(0, 4), np.arange(2, 8)
-    overlap = maths.direction_overlap(maths.decompose(gram[:, first][:, :, first]),
-                                      maths.decompose(gram[:, second][:, :, second]), gram[:, first][:, :, second])
+    first, second = np.arange(0, 5), np.arange(2, 8)
+    cosines = maths.principal_cosines(maths.decompose(gram[:, first][:, :, first]),
+                                      maths.decompose(gram[:, second][:, :, second]), gram[:, first][:, :, second], rank)
+    assert cosines.shape == (len(tensors), rank)
     for index, deltas in enumerate(tensors):
-        v_first = trajectory_svd(deltas[first])[1][0]
-        v_second = trajectory_svd(deltas[second])[1][0]
-        assert overlap[index] == pytest.approx(abs(v_first @ v_second), rel=1e-8)
+        directions_first = trajectory_svd(deltas[first])[1][:rank].T  # (d, k), explicit
+        directions_second = trajectory_svd(deltas[second])[1][:rank].T
+        angles = scipy.linalg.subspace_angles(directions_first, directions_second)  # largest angle first
+        np.testing.assert_allclose(cosines[index], np.sort(np.cos(angles))[::-1], atol=1e-8)
+    if rank == 1:  # the first cosine at rank 1 is |<v1, v1'>|
+        for index, deltas in enumerate(tensors):
+            v_first, v_second = trajectory_svd(deltas[first])[1][0], trajectory_svd(deltas[second])[1][0]
+            assert cosines[index, 0] == pytest.approx(abs(v_first @ v_second), rel=1e-8)
+
+
+def test_principal_cosines_are_nan_past_the_directions_a_window_has():
+    rng = np.random.default_rng(5)
+    direction = rng.standard_normal(40)
+    deltas = np.outer(np.arange(1, 6), direction)  # exactly rank 1: one direction, the rest σ ≈ 0
+    gram = np.stack([deltas @ deltas.T, np.zeros((5, 5))])
+    decomposition = maths.decompose(gram)
+    cosines = maths.principal_cosines(decomposition, decomposition, gram, rank=2)
+    assert cosines[0, 0] == pytest.approx(1.0) and np.isnan(cosines[0, 1]) and np.isnan(cosines[1]).all()
+
+
+def test_outside_energy_is_what_an_explicit_projection_leaves_out(tensors):
+    window = np.arange(5)
+    gram = stacked_gram(tensors)
+    decomposition = maths.decompose(gram[:, window][:, :, window])
+    coefficients = maths.coefficients(decomposition, gram[:, window, :], rank=2)
+    discarded = maths.outside_energy(np.einsum("nii->ni", gram), coefficients)
+    for index, deltas in enumerate(tensors):
+        directions = trajectory_svd(deltas[window])[1][:2]
+        residual = deltas - (deltas @ directions.T) @ directions  # (I − P) Δ_i for every checkpoint
+        expected = (residual**2).sum(axis=1)
+        np.testing.assert_allclose(discarded[index], expected, rtol=1e-6, atol=1e-12 * (deltas**2).sum(axis=1).max())
 
 
 def test_a_tensor_that_never_moved_has_no_direction_and_predicts_the_base():
