@@ -192,7 +192,7 @@ def command_evaluate(args) -> None:
         for folder in folders:
             if folder.resolve() in out.parents:
                 raise RelexError("scores file must not be inside a folder being scored", path=out)
-    failed = []
+    failed, written = [], 0
     bar = tqdm(total=len(folders), desc="scoring", unit="folder", disable=args.quiet, file=sys.stderr)
     try:
         for outcome in score_folders(folders, scorer, out=args.out, force=args.force):
@@ -202,13 +202,14 @@ def command_evaluate(args) -> None:
                 tqdm.write(f"relex: error: {outcome.error}", file=sys.stderr)
             elif outcome.status == "skipped":
                 tqdm.write(f"{outcome.path}: already scored by {scorer.name}, unchanged: skipped (--force to redo)")
+            written += len(outcome.rows) if args.out is not None else 0
             for row in outcome.rows:
                 spread = "" if row["stderr"] is None else f" ± {row['stderr']:.4f}"
                 tqdm.write(f"{row['path']}: {row['metric']} {row['value']:.4f}{spread} ({row['seconds']:.1f} s)")
     finally:
         bar.close()
-    if args.out is not None:
-        print(f"scores in {args.out}")
+    if written:
+        print(f"appended {written} row(s) to {args.out}")
     if failed:
         raise RelexError(f"{len(failed)} of {len(folders)} folder(s) could not be scored (errors above); "
                          "the others' scores are kept")
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, help="examples per task (--lm-eval), or the first N "
                           "problems (--sample)")
     evaluate.add_argument("--backend", choices=("hf", "vllm"), default=None, help="lm-eval model backend (default hf)")
-    evaluate.add_argument("--device", default=None, help="device for lm-eval, e.g. cpu or cuda (default: lm-eval's)")
+    evaluate.add_argument("--device", default=None, help="device for lm-eval, e.g. cpu or cuda (default: cuda if there is one)")
     evaluate.add_argument("--timeout", type=float, default=None, help="seconds per folder for --command")
     evaluate.set_defaults(handler=command_evaluate)
 

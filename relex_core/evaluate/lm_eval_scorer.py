@@ -24,7 +24,8 @@ _INSTALL_HINT = "install the eval extra: pip install 'relex[eval]'"
 class LmEvalScorer(Scorer):
     """tasks: lm-eval task (or group) names; model_args: extra K=V,... for the backend, as lm-eval's
     --model_args (the folder is passed as pretrained=); include: a folder of task YAMLs (lm-eval's
-    include path); limit: examples per task; backend: 'hf' or 'vllm'; device: e.g. 'cpu', 'cuda'."""
+    include path); limit: examples per task; backend: 'hf' or 'vllm'; device: e.g. 'cpu', 'cuda'
+    (default: cuda where there is one, else cpu)."""
     tasks: tuple
     model_args: str = ""
     include: str | None = None
@@ -81,8 +82,8 @@ class LmEvalScorer(Scorer):
         manager = _task_manager(self.include, self.tasks)
         try:
             results = lm_eval.simple_evaluate(model=self.backend, model_args=model_args, tasks=list(self.tasks),
-                                              limit=self.limit, device=self.device, task_manager=manager,
-                                              log_samples=False)
+                                              limit=self.limit, device=self.device or _default_device(),
+                                              task_manager=manager, log_samples=False)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as error:  # a folder the backend cannot load, a task that fails on it
@@ -102,6 +103,13 @@ def _task_manager(include: str | None, tasks: tuple):
         if all(task in manager.all_tasks for task in tasks):
             return manager
     return TaskManager(include_path=include)
+
+
+def _default_device() -> str:
+    """cuda where there is one, else cpu (lm-eval's hf backend would insist on cuda)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def metrics_of(results: dict) -> list[Metric]:
