@@ -218,7 +218,8 @@ def command_evaluate(args) -> None:
 def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint or export folders; a folder without "
                         "weights stands for its sub-folders that have them (a run, a multi-target export)")
-    parser.add_argument("--out", default=None, help="scores.csv to append to (default: print only)")
+    parser.add_argument("--out", default=None, metavar="SCORES.CSV",
+                        help="scores file to append to (default: print only)")
     parser.add_argument("--force", action="store_true", help="score again folders already in --out, unchanged")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -275,16 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--lm-eval-args", metavar="K=V,...", help="extra model arguments for the lm-eval backend "
                           "(its --model_args), e.g. dtype=bfloat16,batch_size=16")
     evaluate.add_argument("--lm-eval-include", metavar="PATH", help="folder of local lm-eval task YAMLs")
-    evaluate.add_argument("--limit", type=int, default=None, help="examples per task (--lm-eval), or the first N "
-                          "problems (--sample)")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="examples per task (--lm-eval), or the first N problems (--sample)")
     evaluate.add_argument("--backend", choices=("hf", "vllm"), default=None, help="lm-eval model backend (default hf)")
-    evaluate.add_argument("--device", default=None, help="device for lm-eval, e.g. cpu or cuda (default: cuda if there is one)")
-    evaluate.add_argument("--timeout", type=float, default=None, help="seconds per folder for --command")
+    evaluate.add_argument("--device", default=None,
+                          help="device for lm-eval, e.g. cpu or cuda (default: cuda if there is one)")
+    evaluate.add_argument("--timeout", type=float, default=None, metavar="SEC", help="seconds per folder for --command")
     evaluate.set_defaults(handler=command_evaluate)
 
     sample_eval = commands.add_parser("sample-eval", help="alias of `evaluate --sample`")
     _add_evaluate_arguments(sample_eval)
-    sample_eval.add_argument("--problems", "--limit", dest="limit", type=int, default=None,
+    sample_eval.add_argument("--problems", "--limit", dest="limit", type=int, default=None, metavar="N",
                              help="score only the first N problems")
     sample_eval.set_defaults(handler=command_evaluate, sample=True, lm_eval=None, command=None, lm_eval_args=None,
                              lm_eval_include=None, backend=None, device=None, timeout=None)
