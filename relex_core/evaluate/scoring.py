@@ -37,10 +37,16 @@ def score(paths, scorer, *, out=None, force: bool = False, progress=None, cancel
     """
     folders = expand_paths(paths)
     outcomes = []
-    for number, outcome in enumerate(score_folders(folders, scorer, out=out, force=force, cancel=cancel)):
+    pending = score_folders(folders, scorer, out=out, force=force, cancel=cancel)
+    for number, path in enumerate(folders):
+        if progress is not None:  # before the folder: one lm-eval run can take hours
+            progress(number / len(folders), f"scoring {path}")
+        outcome = next(pending, None)
+        if outcome is None:  # cancelled
+            break
         outcomes.append(outcome)
-        if progress is not None:
-            progress((number + 1) / len(folders), f"{outcome.status} {outcome.path}")
+    if progress is not None:
+        progress(1.0, "cancelled" if cancel is not None and cancel.is_set() else "done")
     return outcomes
 
 

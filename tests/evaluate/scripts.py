@@ -4,6 +4,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.test_faults import as_in_a_terminal  # Ctrl-C reaches the child as in a terminal
@@ -54,13 +55,20 @@ def checkpoint(path: Path) -> Path:
     return path
 
 
-def is_running(pid: int) -> bool:
-    """False once the process is gone or a zombie (dead, waiting to be reaped by whoever adopted it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+def has_ended(pid: int, wait: float = 10.0) -> bool:
+    """True once the process is gone or a zombie (dead, waiting to be reaped by whoever adopted it),
+    within `wait` seconds: a killed process takes a moment to finish exiting."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def relex_evaluate(*arguments, env=None, wait=True, timeout=300):

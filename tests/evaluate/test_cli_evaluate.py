@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from .scripts import by_name_command, checkpoint, is_running, relex_evaluate
+from .scripts import by_name_command, checkpoint, has_ended, relex_evaluate
 
 
 def test_scored_unchanged_folders_are_skipped_changed_ones_rescored_force_redoes_all_and_rows_append(tmp_path):
@@ -51,7 +51,7 @@ def test_ctrl_c_keeps_the_rows_already_written_and_ends_the_running_script(tmp_p
     table = pd.read_csv(scores)
     assert table.path.tolist() == [str(done)] and table.value.tolist() == [0.04]
     assert (tmp_path / "calls.txt").read_text().split() == ["done", "slow"]
-    assert not is_running(int(pid_file.read_text()))
+    assert has_ended(int(pid_file.read_text()))
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -7,7 +7,7 @@ from relex_core.errors import RelexError
 from relex_core.evaluate import CommandScorer
 from relex_core.evaluate.command import parse_score_line
 
-from .scripts import by_name_command, checkpoint, is_running, relex_evaluate
+from .scripts import by_name_command, checkpoint, has_ended, relex_evaluate
 
 
 def test_good_scripts_give_rows_and_each_bad_one_a_clear_error_while_the_others_are_kept(tmp_path):
@@ -36,7 +36,7 @@ def test_good_scripts_give_rows_and_each_bad_one_a_clear_error_while_the_others_
                          "stderr: 'done'")
     assert errors[3] == ("relex: error: 3 of 5 folder(s) could not be scored (errors above); "
                          "the others' scores are kept")
-    assert not is_running(int((tmp_path / "hanging.pid").read_text()))  # the timed-out script was ended
+    assert has_ended(int((tmp_path / "hanging.pid").read_text()))  # the timed-out script was ended
 
 
 @pytest.mark.parametrize("line, expected", [

@@ -8,7 +8,7 @@ import pytest
 from relex_core.errors import RelexError
 from relex_core.evaluate import CommandScorer, LmEvalScorer, SampleScorer, read_scores, score
 
-from .scripts import by_name_command, checkpoint, is_running
+from .scripts import by_name_command, checkpoint, has_ended
 
 
 @pytest.fixture
@@ -24,7 +24,8 @@ def test_score_reports_every_folder_and_its_progress_and_writes_the_table(tmp_pa
                      progress=lambda fraction, message: seen.append((fraction, message)))
     assert [outcome.status for outcome in outcomes] == ["scored", "failed", "scored"]
     assert "exit code 3" in outcomes[1].error and str(folders[1]) in outcomes[1].error
-    assert [fraction for fraction, _ in seen] == [1 / 3, 2 / 3, 1.0]
+    assert seen == [(0.0, f"scoring {folders[0]}"), (1 / 3, f"scoring {folders[1]}"),
+                    (2 / 3, f"scoring {folders[2]}"), (1.0, "done")]
     assert read_scores(tmp_path / "scores.csv").value.tolist() == [0.02, 0.04]
     assert [row["value"] for outcome in outcomes for row in outcome.rows] == [0.02, 0.04]
     again = score(folders, CommandScorer(by_name_command(tmp_path)), out=tmp_path / "scores.csv")
@@ -46,7 +47,7 @@ def test_cancel_ends_a_running_command_at_once_and_scores_nothing_after_it(tmp_p
     assert time.monotonic() - start < 60  # the script sleeps 120 s
     assert [outcome.status for outcome in outcomes] == ["scored"]
     assert calls.read_text().split() == ["ab", "slow"]
-    assert not is_running(int((tmp_path / "slow.pid").read_text()))
+    assert has_ended(int((tmp_path / "slow.pid").read_text()))
     assert read_scores(tmp_path / "scores.csv").path.tolist() == [str(folders[0])]
 
 
