@@ -24,12 +24,15 @@ def test_lm_eval_scores_two_checkpoints_and_an_export_exactly_as_the_sample_veri
         assert (export / name).read_bytes() == (RUN / "checkpoint-720" / name).read_bytes()
 
     folders = [RUN / "checkpoint-0", RUN / "checkpoint-1440", export]
-    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    # One thread: the model is tiny, and on the shared 2-core machine the verifier ran 7x slower on two.
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), **one_thread}
     scored = relex_evaluate(*folders, "--lm-eval", "relex_sample_addition", "--lm-eval-include", TASKS,
                             "--lm-eval-args", "dtype=float32,batch_size=64", "--limit", LIMIT, "--device", "cpu",
                             "--out", tmp_path / "scores.csv", "--quiet", env=offline)
     assert scored.returncode == 0, scored.stderr[-3000:]
-    verified = relex_evaluate(*folders, "--sample", "--limit", LIMIT, "--out", tmp_path / "scores.csv", "--quiet")
+    verified = relex_evaluate(*folders, "--sample", "--limit", LIMIT, "--out", tmp_path / "scores.csv", "--quiet",
+                              env=one_thread)
     assert verified.returncode == 0, verified.stderr
 
     table = read_scores(tmp_path / "scores.csv")
