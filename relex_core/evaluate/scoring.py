@@ -11,6 +11,7 @@ finishes its folder first). Rows written before a cancel, a Ctrl-C or a kill sta
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import RelexError
 from .folders import Folder, describe_folder, expand_paths
@@ -20,8 +21,9 @@ from .scores import ScoresFile, fingerprint, score_rows
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one folder. status: 'scored', 'skipped' (already scored, unchanged) or 'failed'."""
-    path: object
+    """What happened to one folder (path: absolute). status: 'scored', 'skipped' (already scored,
+    unchanged) or 'failed' (error: the one-line message, naming the folder)."""
+    path: Path
     status: str
     rows: tuple = ()
     error: str | None = None
@@ -75,6 +77,6 @@ def score_folders(folders, scorer, *, out=None, force: bool = False, cancel=None
         except RelexError as error:
             if table is not None and error.path == table.path:
                 raise  # the scores file itself is unwritable: no later folder would fare better
-            yield Outcome(path, "failed", error=str(error))
+            yield Outcome(Path(path).absolute(), "failed", error=str(error))
             continue
         yield Outcome(folder.path, "scored", rows=tuple(rows), folder=folder)
