@@ -232,23 +232,69 @@ def command_dashboard(args) -> None:
         raise RelexError(f"streamlit exited with code {completed.returncode}")
 
 
-def command_sample_eval(args) -> None:
-    from .sample.verifier import evaluate_checkpoint
+def _scorer(args):
+    """The scorer the flags ask for; a flag that belongs to another scorer is refused, not ignored."""
+    from .evaluate import CommandScorer, LmEvalScorer, SampleScorer
 
-    rows = []
-    for folder in args.checkpoints:
-        try:
-            result = evaluate_checkpoint(folder, n_problems=args.problems)
-        except (OSError, ValueError, KeyError) as error:
-            raise RelexError(f"not a checkpoint of the sample model ({error})", path=folder) from None
-        rows.append(result)
-        print(f"{folder}: accuracy {result['accuracy']:.3f} ({result['n_correct']}/{result['n_problems']}, "
-              f"{result['seconds']:.1f} s)")
-    if args.out:
-        import pandas as pd
+    chosen = "--lm-eval" if args.lm_eval else "--command" if args.command else "--sample"
+    allowed = {"--lm-eval": {"lm_eval_args", "lm_eval_include", "limit", "backend", "device"},
+               "--command": {"timeout"}, "--sample": {"limit"}}[chosen]
+    given = {"lm_eval_args": "--lm-eval-args", "lm_eval_include": "--lm-eval-include", "limit": "--limit",
+             "backend": "--backend", "device": "--device", "timeout": "--timeout"}
+    for dest, flag in given.items():
+        if getattr(args, dest) is not None and dest not in allowed:
+            raise RelexError(f"{flag} does not apply to {chosen}")
+    if args.lm_eval:
+        tasks = tuple(task.strip() for task in args.lm_eval.split(",") if task.strip())
+        return LmEvalScorer(tasks=tasks, model_args=args.lm_eval_args or "", include=args.lm_eval_include,
+                            limit=args.limit, backend=args.backend or "hf", device=args.device)
+    if args.command:
+        return CommandScorer(args.command, timeout=args.timeout)
+    return SampleScorer(limit=args.limit)
 
-        path = Path(args.out).expanduser()
-        _write_tables({path.name: pd.DataFrame(rows)}, path.parent)
+
+def command_evaluate(args) -> None:
+    from tqdm import tqdm
+
+    from .evaluate import expand_paths, score_folders
+
+    scorer = _scorer(args)
+    folders = expand_paths(args.paths)
+    if args.out is not None:  # nothing is ever written inside a folder being scored
+        out = Path(args.out).expanduser().resolve()
+        for folder in folders:
+            if folder.resolve() in out.parents:
+                raise RelexError("scores file must not be inside a folder being scored", path=out)
+    failed, written = [], 0
+    bar = tqdm(total=len(folders), desc="scoring", unit="folder", disable=args.quiet, file=sys.stderr)
+    try:
+        for outcome in score_folders(folders, scorer, out=args.out, force=args.force):
+            bar.update(1)
+            if outcome.status == "failed":
+                failed.append(outcome.path)
+                tqdm.write(f"relex: error: {outcome.error}", file=sys.stderr)
+            elif outcome.status == "skipped":
+                tqdm.write(f"{outcome.path}: already scored by {scorer.name}, unchanged: skipped (--force to redo)")
+            written += len(outcome.rows) if args.out is not None else 0
+            for row in outcome.rows:
+                spread = "" if row["stderr"] is None else f" ± {row['stderr']:.4f}"
+                tqdm.write(f"{row['path']}: {row['metric']} {row['value']:.4f}{spread} ({row['seconds']:.1f} s)")
+    finally:
+        bar.close()
+    if written:
+        print(f"appended {written} row(s) to {args.out}")
+    if failed:
+        raise RelexError(f"{len(failed)} of {len(folders)} folder(s) could not be scored (errors above); "
+                         "the others' scores are kept")
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint or export folders; a folder without "
+                        "weights stands for its sub-folders that have them (a run, a multi-target export)")
+    parser.add_argument("--out", default=None, metavar="SCORES.CSV",
+                        help="scores file to append to (default: print only)")
+    parser.add_argument("--force", action="store_true", help="score again folders already in --out, unchanged")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,12 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     dashboard.set_defaults(handler=command_dashboard)
 
-    sample_eval = commands.add_parser("sample-eval", help="held-out accuracy of sample-model checkpoints "
-                                      "(greedy, exact match), e.g. exports of the sample run")
-    sample_eval.add_argument("checkpoints", nargs="+", help="checkpoint folders of the sample model")
-    sample_eval.add_argument("--problems", type=int, default=None, help="score only the first N problems")
-    sample_eval.add_argument("--out", default=None, help="also write the scores to this CSV file")
-    sample_eval.set_defaults(handler=command_sample_eval)
+    evaluate = commands.add_parser("evaluate", help="score checkpoints and exports with lm-eval, your own "
+                                   "command or the sample verifier, into scores.csv")
+    _add_evaluate_arguments(evaluate)
+    scorers = evaluate.add_mutually_exclusive_group(required=True)
+    scorers.add_argument("--lm-eval", metavar="TASKS", help="lm-evaluation-harness task names, comma-separated")
+    scorers.add_argument("--command", metavar="CMD", help="shell command scoring one folder, with {path} for it; "
+                         "its last stdout line is a JSON object of metric -> number, or a number")
+    scorers.add_argument("--sample", action="store_true", help="the sample model's verifier")
+    evaluate.add_argument("--lm-eval-args", metavar="K=V,...", help="extra model arguments for the lm-eval backend "
+                          "(its --model_args), e.g. dtype=bfloat16,batch_size=16")
+    evaluate.add_argument("--lm-eval-include", metavar="PATH", help="folder of local lm-eval task YAMLs")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="examples per task (--lm-eval), or the first N problems (--sample)")
+    evaluate.add_argument("--backend", choices=("hf", "vllm"), default=None, help="lm-eval model backend (default hf)")
+    evaluate.add_argument("--device", default=None,
+                          help="device for lm-eval, e.g. cpu or cuda (default: cuda if there is one)")
+    evaluate.add_argument("--timeout", type=float, default=None, metavar="SEC", help="seconds per folder for --command")
+    evaluate.set_defaults(handler=command_evaluate)
+
+    sample_eval = commands.add_parser("sample-eval", help="alias of `evaluate --sample`")
+    _add_evaluate_arguments(sample_eval)
+    sample_eval.add_argument("--problems", "--limit", dest="limit", type=int, default=None, metavar="N",
+                             help="score only the first N problems")
+    sample_eval.set_defaults(handler=command_evaluate, sample=True, lm_eval=None, command=None, lm_eval_args=None,
+                             lm_eval_include=None, backend=None, device=None, timeout=None)
     return parser
 
 

@@ -15,9 +15,12 @@ from safetensors.torch import save_file
 
 from relex_core.sample import task
 from relex_core.sample.model import Qwen2Config, Qwen2ForCausalLM, generate
+from relex_core.sample.tokenizer import write_tokenizer
 from relex_core.sample.verifier import evaluate_checkpoint
 
 RUN_DIR = Path(__file__).resolve().parent / "run"
+# The held-out problems as text, for the local lm-eval task beside them (relex_sample_addition.yaml).
+LM_EVAL_PROBLEMS = Path(__file__).resolve().parent / "lm_eval_tasks" / "heldout.jsonl"
 SEED = 0
 
 # A real transformers Qwen2 config, small enough that 31+ bf16 checkpoints fit in 30 MB.
@@ -118,7 +121,7 @@ def grpo_update(model, opt, prompts, completions, advantages):
 
 
 def save_checkpoint(model, step: int) -> Path:
-    """Writes checkpoint-{step} as transformers would: bf16 safetensors without the tied lm_head."""
+    """Writes checkpoint-{step} as transformers would: bf16 safetensors without the tied lm_head, and the tokenizer."""
     folder = RUN_DIR / f"checkpoint-{step}"
     folder.mkdir(parents=True)
     # The fp32 master weights stay in memory; only the saved copy is rounded to bf16.
@@ -128,6 +131,7 @@ def save_checkpoint(model, step: int) -> Path:
     generation = {"eos_token_id": task.EOS_ID, "pad_token_id": task.EOS_ID, "do_sample": False,
                   "max_new_tokens": task.ANSWER_LEN}
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    write_tokenizer(folder, model_max_length=HF_CONFIG["max_position_embeddings"])
     return folder
 
 
@@ -143,6 +147,11 @@ def write_trainer_state(folder: Path, step: int, log_history: list):
     (folder / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
 
 
+def write_lm_eval_problems():
+    lines = [json.dumps(record) + "\n" for record in task.heldout_records()]
+    LM_EVAL_PROBLEMS.write_text("".join(lines))
+
+
 def main():
     start = time.perf_counter()
     # One thread: on a busy 2-core machine two threads made training 6-10x slower, and a
@@ -152,6 +161,7 @@ def main():
     torch.manual_seed(SEED)
     if RUN_DIR.exists():
         shutil.rmtree(RUN_DIR)
+    write_lm_eval_problems()
 
     model = Qwen2ForCausalLM(Qwen2Config.from_hf(HF_CONFIG))
     init_weights(model)

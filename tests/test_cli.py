@@ -85,7 +85,8 @@ def test_sample_eval_scores_shipped_checkpoints_as_recorded_and_refuses_other_fo
     result = subprocess.run([sys.executable, "-m", "relex_core", "sample-eval", str(checkpoint), "--out",
                              str(tmp_path / "scores.csv")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert pd.read_csv(tmp_path / "scores.csv").accuracy.iloc[0] == pytest.approx(recorded)
+    scores = pd.read_csv(tmp_path / "scores.csv")  # `sample-eval` is `evaluate --sample`: scores.csv rows
+    assert scores.metric.tolist() == ["accuracy"] and scores.value.iloc[0] == pytest.approx(recorded)
     wrong = subprocess.run([sys.executable, "-m", "relex_core", "sample-eval", str(tmp_path)], cwd=REPO,
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and str(tmp_path) in wrong.stderr and "Traceback" not in wrong.stderr

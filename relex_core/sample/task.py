@@ -53,6 +53,11 @@ def heldout_pairs() -> np.ndarray:
     return np.stack([flat // N_OPERANDS, flat % N_OPERANDS], axis=1)
 
 
+def heldout_records() -> list[dict]:
+    """The held-out problems as text, in the verifier's order: [{"prompt": "042+317=", "answer": "0359"}, ...]."""
+    return [{"prompt": prompt_text(a, b), "answer": answer_text(a, b)} for a, b in heldout_pairs().tolist()]
+
+
 def training_pair_sampler(seed: int):
     """Returns draw(n) -> (n, 2) array of (a, b) pairs, never one of the held-out pairs."""
     heldout = heldout_pairs()
