@@ -11,7 +11,7 @@ from .conftest import REPO_ROOT
 
 def open_app(**session_state) -> AppTest:
     """The dashboard after its first run (the sample run, unless session_state picks another)."""
-    app = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=120)
+    app = AppTest.from_file(str(REPO_ROOT / "relex_dashboard" / "app.py"), default_timeout=120)
     for key, value in session_state.items():
         app.session_state[key] = value
     return app.run()

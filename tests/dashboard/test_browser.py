@@ -53,7 +53,7 @@ def server(relex_cache, tmp_path_factory):
     env = {**os.environ, "RELEX_CACHE_DIR": str(relex_cache), "RELEX_EXPORT_ROOT": str(export_root),
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "relex_dashboard/app.py", "--server.headless", "true",
                                 "--server.port", str(port), "--server.fileWatcherType", "none"],
                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

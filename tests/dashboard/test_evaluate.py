@@ -7,7 +7,7 @@ import pytest
 from relex_core import WindowFit
 from relex_core.export import extrapolate, reconstruct
 from relex_core.sample.verifier import evaluate_checkpoint
-from relex_core.views.evaluate import default_evaluation_steps, score_checkpoints
+from relex_dashboard.evaluate import default_evaluation_steps, score_checkpoints
 
 from .conftest import SAMPLE_RUN
 

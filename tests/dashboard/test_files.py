@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from relex_core import RelexError
-from relex_core.views.files import export_root, resolve_export_path, zip_folder
+from relex_dashboard.files import export_root, resolve_export_path, zip_folder
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from relex_core import RelexError, WindowFit, spectrum_frame
 from relex_core.io.discover import open_run
-from relex_core.views import frames
+from relex_dashboard import frames
 
 from .conftest import SAMPLE_RUN
 

@@ -8,8 +8,8 @@ import pytest
 from relex_core import WindowFit, compute_gram, spectrum_frame, stability_frame
 from relex_core.spectra import delta_spectrum_frame
 from relex_core import selection
-from relex_core.views import frames
-from relex_core.views.state import DEGREE, RANK, WINDOW
+from relex_dashboard import frames
+from relex_dashboard.state import DEGREE, RANK, WINDOW
 
 from .apptest import assert_no_exception, figures, numbers, on_page, open_app, trace
 from .conftest import SAMPLE_RUN
@@ -260,7 +260,7 @@ def test_export_page_shows_a_bad_target_as_one_error_line(app, export_root):
 def test_a_new_run_is_analysed_once_with_visible_progress_and_then_served_from_memory(relex_cache, tmp_path,
                                                                                        monkeypatch):
     from relex_core.synthetic import make_run
-    from relex_core.views import state
+    from relex_dashboard import state
 
     folder = make_run(tmp_path / "fresh-run", steps=(10, 20, 30, 40))
     passes = []

@@ -3,8 +3,8 @@
 import streamlit as st
 
 from relex_core.options import parse_target_steps
-from relex_core.views import charts, frames, state
-from relex_core.views.evaluate import default_evaluation_steps, empty_scores, score_checkpoints
+from relex_dashboard import charts, frames, state
+from relex_dashboard.evaluate import default_evaluation_steps, empty_scores, score_checkpoints
 
 RESULT = "evaluate.result"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis import WindowFit
-from ..errors import RelexError
-from ..export import extrapolate, reconstruct
+from relex_core.analysis import WindowFit
+from relex_core.errors import RelexError
+from relex_core.export import extrapolate, reconstruct
 
 COLUMNS = ["kind", "step", "accuracy", "n_problems"]
 

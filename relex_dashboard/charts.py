@@ -8,7 +8,7 @@ layer and step, log scales for singular values. The observation window is a shad
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..selection import WindowSuggestion
+from relex_core.selection import WindowSuggestion
 from .frames import Grid
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.

@@ -4,7 +4,7 @@ import streamlit as st
 
 from relex_core import export
 from relex_core.options import parse_target_steps
-from relex_core.views import charts, files, frames, state
+from relex_dashboard import charts, files, frames, state
 
 DTYPES = {"as stored (per tensor)": None, "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
 EXTRAPOLATE, RECONSTRUCT = "Extrapolate to target steps", "Reconstruct an observed checkpoint"

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from relex_core import selection
-from relex_core.views import charts, state
+from relex_dashboard import charts, state
 
 analysis = state.page_setup()
 st.title("Window")

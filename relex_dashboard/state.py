@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from ..analysis import WindowFit, spectrum_frame, stability_frame
-from ..errors import RelexError
-from ..gram import RunGram, compute_gram
-from ..io.discover import open_run
-from ..options import FIT_NAMES
-from .. import selection
-from ..spectra import delta_spectrum_frame
+from relex_core.analysis import WindowFit, spectrum_frame, stability_frame
+from relex_core.errors import RelexError
+from relex_core.gram import RunGram, compute_gram
+from relex_core.io.discover import open_run
+from relex_core.options import FIT_NAMES
+from relex_core import selection
+from relex_core.spectra import delta_spectrum_frame
 from . import frames
 
 SAMPLE_RUN = "Sample run"
@@ -235,8 +234,8 @@ def _user_path(text: str, repo_root: Path) -> Path:
 
 
 def app_folder() -> Path:
-    """The folder of the app's main script (app.py): the sample run and relative paths are found from it."""
-    return Path(get_script_run_ctx().main_script_path).resolve().parent
+    """The repository root (the folder above relex_dashboard/): the sample run and relative paths are found from it."""
+    return Path(__file__).resolve().parents[1]
 
 
 def _sidebar(repo_root: Path, messages) -> Analysis | None:

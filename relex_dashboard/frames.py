@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis import WindowFit
-from ..errors import RelexError
-from ..gram import RunGram
-from ..io.discover import Run
-from ..io.reader import weight_files
-from ..options import fit_name
+from relex_core.analysis import WindowFit
+from relex_core.errors import RelexError
+from relex_core.gram import RunGram
+from relex_core.io.discover import Run
+from relex_core.io.reader import weight_files
+from relex_core.options import fit_name
 
 # --------------------------------------------------------------------------- windows
 

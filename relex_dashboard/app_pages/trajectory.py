@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from relex_core.views import charts, frames, state
+from relex_dashboard import charts, frames, state
 
 analysis = state.page_setup()
 fit = analysis.fit

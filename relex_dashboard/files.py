@@ -10,7 +10,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from ..errors import RelexError
+from relex_core.errors import RelexError
 
 # Results up to this size are offered as a zip download, built in memory.
 ZIP_DOWNLOAD_LIMIT = 200 * 2**20
