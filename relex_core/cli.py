@@ -109,6 +109,9 @@ def command_backtest(args) -> None:
     _write_tables({"backtest.csv": frame, "backtest_by_layer.csv": fit.backtest_frame("layer"),
                    "backtest_by_module.csv": fit.backtest_frame("module")}, out)
     print(frame.pivot(index="target_step", columns="method", values="rel_error").to_string(float_format="%.4f"))
+    from .selection import backtest_verdict
+
+    print(backtest_verdict(frame).text)
 
 
 def _print_exports(results) -> None:
