@@ -26,15 +26,17 @@ import streamlit as st  # noqa: E402
 
 from relex_core.errors import RelexError  # noqa: E402
 
-st.set_page_config(page_title="relex", page_icon=":material/timeline:", layout="wide")
+# No Material icons (page, navigation, buttons): Streamlit fetches their SVGs from Google Fonts, and the
+# dashboard must work on a machine without a network.
+st.set_page_config(page_title="relex", layout="wide")
 
 page = st.navigation([
-    st.Page(HERE / "app_pages" / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
-    st.Page(HERE / "app_pages" / "spectra.py", title="Spectra", icon=":material/bar_chart:"),
-    st.Page(HERE / "app_pages" / "trajectory.py", title="Trajectory", icon=":material/show_chart:"),
-    st.Page(HERE / "app_pages" / "window.py", title="Window", icon=":material/width:"),
-    st.Page(HERE / "app_pages" / "export.py", title="Export", icon=":material/save:"),
-    st.Page(HERE / "app_pages" / "evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+    st.Page(HERE / "app_pages" / "overview.py", title="Overview", default=True),
+    st.Page(HERE / "app_pages" / "spectra.py", title="Spectra"),
+    st.Page(HERE / "app_pages" / "trajectory.py", title="Trajectory"),
+    st.Page(HERE / "app_pages" / "window.py", title="Window"),
+    st.Page(HERE / "app_pages" / "export.py", title="Export"),
+    st.Page(HERE / "app_pages" / "evaluate.py", title="Evaluate"),
 ])
 try:
     page.run()

@@ -78,8 +78,7 @@ class PageFigures:
         where = where or st
         event = where.plotly_chart(figure, key=key, config=chart_config(key), **options)
         where.download_button("CSV of this chart", data=lambda: csv_bytes(data), file_name=f"{file_name(key)}.csv",
-                              mime="text/csv", key=f"{key}.csv", on_click="ignore", type="tertiary",
-                              icon=":material/download:")
+                              mime="text/csv", key=f"{key}.csv", on_click="ignore", type="tertiary")
         self.figures.append(Figure(key=key, figure=figure, data=data))
         return event
 
@@ -92,6 +91,5 @@ class PageFigures:
         name = file_name(f"relex-{self.title.lower()}-{self.context.get('window', '')}") + ".html"
         where.download_button("Download this page as an HTML report", data=lambda: page_html(self.title, context, figures),
                               file_name=name, mime="text/html", key=f"report.{self.title.lower()}", on_click="ignore",
-                              icon=":material/description:",
                               help="Every figure of this page with its data, the run, window and relex version; "
                                    "opens offline (plotly.js is inside).")

@@ -71,7 +71,7 @@ else:
                                                  help="Minus the score of the window's last checkpoint.")})
     buttons = st.columns([1, 1, 4])
     buttons[0].download_button("scores.csv", lambda: evaluate.scores_csv(scores), file_name="scores.csv",
-                               mime="text/csv", on_click="ignore", key="evaluate.download", icon=":material/download:")
+                               mime="text/csv", on_click="ignore", key="evaluate.download")
 
     def clear():
         stored.pop(analysis.run_key, None)
