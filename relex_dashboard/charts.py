@@ -42,15 +42,30 @@ def _figure(title: str, x_title: str, y_title: str, *, log_y: bool = False, heig
                          margin=dict(l=10, r=10, t=56, b=10), hovermode="closest", legend=legend,
                          colorway=OKABE_ITO)
     figure.update_xaxes(title_text=x_title, automargin=True)
-    figure.update_yaxes(title_text=y_title, type="log" if log_y else "linear", automargin=True)
-    if log_y:
-        figure.update_yaxes(dtick="D2")  # labels at 2 and 5 of each decade, not at every digit
+    # Powers of ten, not SI prefixes: "µ" beside a weight-norm axis reads as a unit.
+    figure.update_yaxes(title_text=y_title, type="log" if log_y else "linear", automargin=True,
+                        exponentformat="power")
     return figure
 
 
-def _shade_window(figure: go.Figure, window) -> None:
-    figure.add_vrect(x0=window[0], x1=window[1], fillcolor=WINDOW_FILL, line_width=0, layer="below",
-                     annotation_text="window", annotation_position="top left")
+def label_log_axis(figure: go.Figure) -> go.Figure:
+    """Tick labels at 1, 2 and 5 times the powers of ten the data spans, written out (0.02, not '2')."""
+    values = np.concatenate([np.asarray(trace.y, dtype=np.float64) for trace in figure.data if trace.y is not None]
+                            or [np.ones(1)])
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        return figure
+    low, high = np.floor(np.log10(values.min())), np.ceil(np.log10(values.max()))
+    ticks = [mantissa * 10.0**power for power in np.arange(low, high + 1) for mantissa in (1, 2, 5)]
+    ticks = [tick for tick in ticks if values.min() / 2 <= tick <= values.max() * 2]
+    figure.update_yaxes(tickvals=ticks, ticktext=[f"{tick:.3g}" for tick in ticks])
+    return figure
+
+
+def _shade_window(figure: go.Figure, window, above: bool = False) -> None:
+    """The observation window as a band; above the traces for bar charts, whose bars would hide it."""
+    figure.add_vrect(x0=window[0], x1=window[1], fillcolor=WINDOW_FILL, line_width=0,
+                     layer="above" if above else "below", annotation_text="window", annotation_position="top left")
 
 
 def _style(index: int) -> dict:
@@ -66,8 +81,9 @@ def color_range(values, robust: bool = False) -> tuple[float, float]:
     if not finite.size:
         return 0.0, 1.0
     low, high = (np.percentile(finite, [5, 95]) if robust else (finite.min(), finite.max()))
-    if high <= low:  # one value everywhere: any range around it shows it
-        low, high = low - 0.5 * abs(low or 1.0), high + 0.5 * abs(high or 1.0)
+    if high <= low:  # one value everywhere (R² = 1 of a two-point window): a range just around it
+        margin = 1e-9 * max(1.0, abs(low))
+        low, high = low - margin, high + margin
     return float(low), float(high)
 
 
@@ -100,8 +116,8 @@ def _interval_bars(frame: pd.DataFrame, column: str, name: str, color: str, widt
 def speed_chart(frame: pd.DataFrame, window) -> go.Figure:
     figure = _figure("Whole-model speed between consecutive checkpoints", STEP_AXIS, f"speed {SPEED}")
     figure.add_trace(_interval_bars(frame, "speed", SPEED, OKABE_ITO[0], legend="all tensors"))
-    figure.update_yaxes(rangemode="tozero", exponentformat="power")
-    _shade_window(figure, window)
+    figure.update_yaxes(rangemode="tozero")
+    _shade_window(figure, window, above=True)
     return figure
 
 
@@ -126,6 +142,7 @@ def tensor_spectrum_chart(spectrum: pd.DataFrame, tensor: str) -> go.Figure:
         x=rows["index"], y=rows["sigma"], mode="lines+markers", name=tensor, line=dict(color=OKABE_ITO[0]),
         hovertemplate=f"tensor {tensor}<br>k = %{{x}}<br>σ<sub>k</sub> = %{{y:.4g}}<extra></extra>"))
     figure.update_xaxes(dtick=1)
+    label_log_axis(figure)
     return figure
 
 
@@ -140,22 +157,24 @@ def module_spectrum_chart(frame: pd.DataFrame, relative: bool) -> go.Figure:
             hovertemplate=f"module {module}<br>k = %{{x}}<br>median %{{y:.4g}} over %{{customdata[0]}} tensors"
                           "<extra></extra>"))
     figure.update_xaxes(dtick=1)
+    label_log_axis(figure)
     return figure
 
 
 def grid_heatmap(grid: Grid, title: str, value_name: str) -> go.Figure:
-    """Layer × module heatmap, colours fitted to the data, and clickable: a click selects the cell's tensor.
+    """Layer × module heatmap, colours fitted to the data (5th–95th percentiles, so one outlier does not
+    flatten the rest), and clickable: a click selects the cell's tensor.
 
     Plotly cannot select heatmap cells, so an invisible marker sits on each cell's centre and
     carries the hover text and the selection (hoverdistance −1: the nearest centre always wins).
     """
     values = grid.values.to_numpy(dtype=float)
     columns, layers = list(grid.values.columns), list(grid.values.index)
-    low, high = color_range(values)
+    low, high = color_range(values, robust=True)
     figure = _figure(title, "module type", "layer", height=max(380, 190 + 34 * len(layers)))
     figure.add_trace(go.Heatmap(
         z=values, x=columns, y=layers, colorscale=HEATMAP_SCALE, zmin=low, zmax=high, hoverinfo="skip",
-        colorbar=dict(title=dict(text=value_name, side="right")), name=value_name))
+        colorbar=dict(title=dict(text=f"{value_name}<br>(5–95% range)", side="right")), name=value_name))
     cells = [(column, layer, values[row, position], grid.tensors.iloc[row, position])
              for row, layer in enumerate(layers) for position, column in enumerate(columns)
              if isinstance(grid.tensors.iloc[row, position], str)]
@@ -182,6 +201,7 @@ def delta_spectrum_chart(frame: pd.DataFrame) -> go.Figure:
         hovertemplate=f"tensor {tensor}, step {step}<br>j = %{{x}}<br>σ<sub>j</sub> = %{{y:.4g}}<br>"
                       "σ<sub>j</sub>²/‖ΔW‖²<sub>F</sub> = %{customdata[0]:.3f} (cumulative %{customdata[1]:.3f})<extra></extra>"))
     figure.update_xaxes(dtick=1 if len(frame) <= 20 else None)
+    label_log_axis(figure)
     return figure
 
 
@@ -238,7 +258,7 @@ def residual_chart(coefficients: pd.DataFrame, window, component: int = 1) -> go
         if len(rows):
             figure.add_trace(go.Bar(x=rows["step"], y=rows["residual"], name=name, marker_color=color,
                                     hovertemplate=f"tensor {tensor}<br>step %{{x}}<br>residual %{{y:.3g}}<extra>{name}</extra>"))
-    _shade_window(figure, window)
+    _shade_window(figure, window, above=True)
     return figure
 
 
@@ -248,9 +268,8 @@ def tensor_speed_chart(frame: pd.DataFrame, tensor: str, window, component: int 
     figure.add_trace(_interval_bars(frame, "speed", f"{SPEED} (total)", "#BBBBBB", legend=tensor))
     figure.add_trace(_interval_bars(frame, "increment", f"Δ{c} / Δstep (along {v})", OKABE_ITO[5], 0.5, tensor))
     figure.update_layout(barmode="overlay")
-    figure.update_yaxes(exponentformat="power")
     figure.add_hline(y=0, line_width=1, line_color="#999999")
-    _shade_window(figure, window)
+    _shade_window(figure, window, above=True)
     return figure
 
 

@@ -33,7 +33,8 @@ with left:
     energy_grid = charts.grid_heatmap(grid, "Rank-1 energy σ₁²/Σσ² of each weight matrix", "rank-1 energy")
     figures.chart(energy_grid, tensors[["tensor", "layer", "module", "energy_rank1"]], "energy_grid",
                   on_select=state.on_tensor_click("energy_grid"), selection_mode="points")
-    st.caption("Colours span the data's range. Click a cell to open its tensor on the Trajectory page.")
+    st.caption("Colours span the 5th–95th percentiles of the values; hover for each. Click a cell to open its "
+               "tensor on the Trajectory page.")
 outside = tensors[tensors["layer"].isna()][["tensor", "energy_rank1", "r2"]]
 if len(outside):
     right.caption("Tensors outside the layers")

@@ -4,7 +4,7 @@ import streamlit as st
 
 from relex_core.errors import RelexError
 from relex_core.options import parse_target_steps
-from relex_dashboard import charts, frames, state
+from relex_dashboard import charts, frames, runs, state
 from relex_dashboard.report import PageFigures
 
 analysis = state.page_setup()
@@ -57,7 +57,9 @@ with left:
     r2_grid = charts.grid_heatmap(frames.layer_module_grid(tensors, "r2"), "R² of the c₁ fit in the window", "R²")
     figures.chart(r2_grid, tensors[["tensor", "layer", "module", "r2"]], "r2_grid",
                   on_select=state.on_tensor_click("r2_grid"), selection_mode="points")
-    st.caption("Click a cell to show its tensor above.")
+    exact = len(fit.window_steps) <= runs.min_window(analysis.fit_name)
+    st.caption(("With this few window checkpoints the fit passes through every one: R² is 1 by construction. "
+                if exact else "") + "Click a cell to show its tensor above.")
 with right:
     figures.chart(charts.histogram_chart(tensors, "energy_rank1", "Rank-1 energy across tensors",
                                          "rank-1 energy σ₁²/Σσ²"), tensors[["tensor", "energy_rank1"]],
