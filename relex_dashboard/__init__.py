@@ -1,10 +1,15 @@
-"""What the dashboard needs on top of relex_core, kept out of the page scripts.
+"""The relex dashboard (Streamlit), apart from the engine in relex_core.
 
+- app.py: the shell, `streamlit run relex_dashboard/app.py`; the page scripts are in app_pages/.
+- state.py: one session's state: the run, window, rank and fit (canonical st.session_state keys
+  mirrored in the URL), the sidebar, defaults when a run is opened, target checks.
+- runs.py: what the sessions of a server share: one background Gram pass per run, and the Gram
+  maths (WindowFit, backtests of every window end, stability, spectra) cached per run.
+- files.py: where the server may read (RELEX_RUN_ROOTS) and write (the export root), the sample run.
 - frames.py: pandas shaping of RunGram / WindowFit results for the pages (no Streamlit, no plotting).
-- files.py: the export root, the path check that keeps exports inside it, zipping small results.
-- charts.py: Plotly figures from those frames (palette, axis titles, hover text).
-- evaluate.py: scoring extrapolated and reconstructed checkpoints with the sample verifier.
-- state.py: the Streamlit glue: run picker, shared window / rank / fit, caches, error display.
+- charts.py: Plotly figures from those frames (palette, axis titles, hover text, colour ranges).
+- report.py: each chart's CSV and SVG, and a page as one offline HTML report.
+- evaluate.py: scoring checkpoints and exports with a verifier, as scores.csv rows.
 
 Pages hold no maths: every number they draw comes from relex_core through these modules.
 """

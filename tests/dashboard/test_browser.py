@@ -166,6 +166,9 @@ def test_a_fresh_server_answers_a_page_url_as_its_first_request(relex_cache, bro
         assert window_thumbs(tab) == (50, 150)
         assert tab.locator('[data-testid="stSidebarNav"] a').count() == len(TITLES)  # the shell's navigation
         tab.context.close()
+    # .streamlit/config.toml, read from the repository root, binds it to 127.0.0.1: no "Network URL" offered
+    log = (tmp_path / "streamlit.log").read_text()
+    assert "URL: http://localhost:" in log and "Network URL" not in log, log
 
 
 def test_a_researchers_own_run_stays_chosen_on_every_page_and_after_a_reload(server, browser, other_run):
