@@ -13,6 +13,7 @@ the previous run survives. Values that follow other settings (target steps, expo
 names) use `follow_default`, which keeps a user's edit and otherwise tracks the default.
 """
 
+import hashlib
 import time
 from concurrent.futures import wait
 from contextlib import contextmanager
@@ -121,15 +122,18 @@ def _plain(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-def follow_default(key: str, default) -> None:
-    """Set a widget's state to `default` unless the user changed it from the previous default.
+def follow_default(key: str, default) -> str:
+    """The widget key for a value that follows a default (a target step, a folder name, a step that
+    depends on the window): one key per default, so a changed default shows in a fresh widget, and a
+    user's edit holds until the default changes.
 
-    So a target field or a folder name follows the window and the run, and an edit sticks.
+    Not one key rewritten with each new default: while reruns chase each other (a slider moved by
+    keyboard), the browser can send back the widget's previous value, which would look like an edit
+    and leave a stale value, such as an old target beside a chart of a new window.
     """
-    shown = f"{key}.default"
-    if key not in st.session_state or st.session_state[key] == st.session_state.get(shown):
-        st.session_state[key] = default
-    st.session_state[shown] = default
+    widget_key = f"{key}@{hashlib.sha1(repr(default).encode()).hexdigest()[:10]}"
+    st.session_state.setdefault(widget_key, default)
+    return widget_key
 
 
 TRAJECTORY_PAGE = "app_pages/trajectory.py"
@@ -167,8 +171,8 @@ def confirm_targets(target_steps, window, key: str, where=None) -> bool:
     check = frames.check_targets(target_steps, window)
     for note in check.notes:
         (where.warning if check.far and note == check.notes[-1] else where.info)(note)
-    if check.far:
-        return where.checkbox("Extrapolate that far anyway", key=key)
+    if check.far:  # asked again for every new far target
+        return where.checkbox("Extrapolate that far anyway", key=f"{key}@{'-'.join(map(str, check.far))}")
     return True
 
 

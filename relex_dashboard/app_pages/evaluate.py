@@ -21,9 +21,9 @@ st.caption(f"Checkpoints extrapolated from window {state.code(analysis.window_la
            "verifier on its held-out problems (greedy, exact match). Results of earlier windows stay, so windows "
            "can be compared.")
 controls = st.columns([3, 3, 2])
-state.follow_default("evaluate.targets", ", ".join(map(str, evaluate.default_evaluation_steps(analysis.steps,
+targets_key = state.follow_default("evaluate.targets", ", ".join(map(str, evaluate.default_evaluation_steps(analysis.steps,
                                                                                               analysis.window))))
-targets_text = controls[0].text_input("Extrapolate to steps", key="evaluate.targets",
+targets_text = controls[0].text_input("Extrapolate to steps", key=targets_key,
                                       help="Steps after the window; steps with a real checkpoint are scored too.")
 window_steps = [int(step) for step in fit.window_steps]
 reconstruct_steps = controls[1].multiselect("Also reconstruct window checkpoints (rank k)", window_steps,

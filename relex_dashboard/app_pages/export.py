@@ -23,13 +23,13 @@ mode = st.radio("What to write", [EXTRAPOLATE, RECONSTRUCT], horizontal=True, ke
 columns = st.columns([2, 2, 3])
 window_steps = [int(step) for step in fit.window_steps]
 if mode == EXTRAPOLATE:
-    state.follow_default("export.targets", str(analysis.steps[-1]))
-    targets_text = columns[0].text_input("Target step(s)", key="export.targets",
+    targets_key = state.follow_default("export.targets", str(analysis.steps[-1]))
+    targets_text = columns[0].text_input("Target step(s)", key=targets_key,
                                          help="One step, or several separated by commas (one step-S folder each). "
                                               f"Default: the run's last step; twice it is {2 * analysis.steps[-1]}.")
 else:
-    state.follow_default("export.reconstruct_step", window_steps[-1])
-    targets_text = str(columns[0].selectbox("Observed checkpoint", window_steps, key="export.reconstruct_step",
+    step_key = state.follow_default("export.reconstruct_step", window_steps[-1])
+    targets_text = str(columns[0].selectbox("Observed checkpoint", window_steps, key=step_key,
                                             help="Its rank-k projection on the window's directions is written."))
 dtype = DTYPES[columns[1].selectbox("Output dtype", list(DTYPES), key="export.dtype")]
 
@@ -38,9 +38,10 @@ with state.errors_shown():
     target_steps = parse_target_steps(targets_text)
     allowed = mode == RECONSTRUCT or state.confirm_targets(target_steps, analysis.window, "export.far")
 kind = "" if mode == EXTRAPOLATE else "reconstruct"
-state.follow_default("export.folder", frames.default_export_name(analysis.run_gram, analysis.window, analysis.rank,
-                                                                 analysis.fit_name, target_steps, kind))
-folder_text = columns[2].text_input("Output folder (inside the export root)", key="export.folder",
+folder_name = frames.default_export_name(analysis.run_gram, analysis.window, analysis.rank, analysis.fit_name,
+                                         target_steps, kind)
+folder_key = state.follow_default("export.folder", folder_name)
+folder_text = columns[2].text_input("Output folder (inside the export root)", key=folder_key,
                                     help="Named after the window, rank, fit and target step(s) until you change it.")
 force = st.checkbox("Replace the folder if it already exists", key="export.force")
 st.caption(f"Export root: {state.code(root)} (set RELEX_EXPORT_ROOT to move it). Folders outside it are refused.")

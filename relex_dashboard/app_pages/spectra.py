@@ -46,8 +46,8 @@ st.caption(r"Top singular values of a single checkpoint's update (randomized SVD
 matrices = [name for name, shape in zip(analysis.run_gram.names, analysis.run_gram.shapes) if len(shape) == 2]
 controls = st.columns([3, 2, 1])
 tensor = controls[0].selectbox("2-D tensor", matrices, key="spectra.matrix")
-state.follow_default("spectra.step", analysis.window[1])
-step = controls[1].select_slider("Checkpoint step", options=analysis.steps, key="spectra.step")
+step_key = state.follow_default("spectra.step", analysis.window[1])
+step = controls[1].select_slider("Checkpoint step", options=analysis.steps, key=step_key)
 k = controls[2].number_input("Top k", min_value=1, max_value=64, value=16, key="spectra.k")
 
 with state.errors_shown():

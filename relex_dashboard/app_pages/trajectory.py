@@ -24,8 +24,8 @@ if st.session_state.get(state.TENSOR) not in names:
 on_change = state.bind("trajectory.tensor", state.TENSOR)
 tensor = controls[0].selectbox("Tensor", names, key="trajectory.tensor", on_change=on_change)
 component = controls[1].selectbox("Component k", list(range(1, analysis.rank + 1)), key="trajectory.component")
-state.follow_default("trajectory.target", str(analysis.steps[-1]))
-target_text = controls[2].text_input("Extrapolate to step", key="trajectory.target",
+target_key = state.follow_default("trajectory.target", str(analysis.steps[-1]))
+target_text = controls[2].text_input("Extrapolate to step", key=target_key,
                                      help=f"Default: the run's last step. Twice it is {2 * analysis.steps[-1]}.")
 
 target_step = None

@@ -54,9 +54,9 @@ with right, state.errors_shown():
 st.subheader("Suggested window")
 controls = st.columns(2)
 tolerance = controls[0].slider("Tolerance over the best held-out error (%)", 0, 50, 10, key="window.tolerance") / 100
-state.follow_default("window.holdout", selection.default_holdout(analysis.steps))
+holdout_key = state.follow_default("window.holdout", selection.default_holdout(analysis.steps))
 holdout_from = controls[1].select_slider("Held-out checkpoints from step", options=analysis.steps,
-                                         key="window.holdout")
+                                         key=holdout_key)
 with state.errors_shown():
     suggestion = selection.suggest_window(all_ends, start, holdout_from, tolerance)
     st.success(f"Suggested window **{suggestion.window[0]}:{suggestion.window[1]}**: {suggestion.reason}.")

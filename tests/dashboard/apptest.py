@@ -51,6 +51,13 @@ def set_run_folder(app: AppTest, folder) -> AppTest:
     return wait_for_analysis(app)
 
 
+def widget(app: AppTest, kind: str, label: str):
+    """The one widget of this kind with this label (keys of widgets that follow a default change with it)."""
+    matches = [element for element in app.get(kind) if element.label == label]
+    assert len(matches) == 1, f"{len(matches)} {kind} labelled {label!r}"
+    return matches[0]
+
+
 def assert_no_exception(app: AppTest) -> None:
     assert not app.exception, [element.value for element in app.exception]
 

@@ -35,14 +35,17 @@ CHARTS = {"sample": {"Overview": 3, "Spectra": 3, "Trajectory": 6, "Window": 5, 
 TIMINGS: dict = {}
 
 # True once the run finished: the page's title is up, exactly `count` charts hold an SVG (none left over
-# from the previous page), no element is stale and no script is running.
-RENDERED = """([title, count]) => {
-    const heading = document.querySelector('[data-testid="stMain"] h1');
-    const charts = [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')]
-        .filter(chart => chart.querySelector('svg.main-svg'));
+# from the previous page), its last element is drawn (the report button, or the note a page stops with),
+# and no element is stale.
+RENDERED = """([title, count, last]) => {
+    const main = document.querySelector('[data-testid="stMain"]');
+    const heading = main && main.querySelector('h1');
+    const charts = [...main.querySelectorAll('.js-plotly-plot')].filter(chart => chart.querySelector('svg.main-svg'));
     return heading !== null && heading.textContent.trim().startsWith(title) && charts.length === count
-        && document.querySelector('[data-stale="true"]') === null;
+        && main.innerText.includes(last) && document.querySelector('[data-stale="true"]') === null;
 }"""
+REPORT_BUTTON = "Download this page as an HTML report"
+LAST_TEXT = {("other", "Evaluate"): "Pick “Sample run” in the sidebar."}
 CHART_X = """() => [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')]
     .flatMap(chart => chart.data.filter(trace => trace.type !== 'heatmap' && trace.type !== 'histogram')
         .flatMap(trace => Array.from(trace.x || [])).filter(value => typeof value === 'number'))"""
@@ -118,7 +121,8 @@ def new_tab(browser):
 
 
 def wait_rendered(tab, title: str, run: str, timeout: float = 120_000) -> None:
-    tab.wait_for_function(RENDERED, arg=[title, CHARTS[run][title]], timeout=timeout, polling=50)
+    last = LAST_TEXT.get((run, title), REPORT_BUTTON)
+    tab.wait_for_function(RENDERED, arg=[title, CHARTS[run][title], last], timeout=timeout, polling=50)
 
 
 def assert_no_exception(tab) -> None:

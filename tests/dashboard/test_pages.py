@@ -10,8 +10,9 @@ from relex_core.spectra import delta_spectrum_frame
 from relex_dashboard import charts, evaluate, frames
 from relex_dashboard.state import FIT, RANK, WINDOW
 
-from .apptest import assert_no_exception, figures, numbers, on_page, open_app, trace
+from .apptest import assert_no_exception, figures, numbers, on_page, open_app, trace, widget
 from .conftest import SAMPLE_RUN
+from .test_frames import steps_and_weights
 
 
 @pytest.fixture
@@ -59,8 +60,10 @@ def test_overview_shows_the_run_its_distance_from_the_base_and_its_speed(app, ru
         reward = trace(charts_shown["metrics"], name)
         assert list(zip(numbers(reward["x"]), numbers(reward["y"]))) == logged
     speed = trace(charts_shown["speed"], charts.SPEED)
-    expected = frames.speed_frame(run_gram)
-    np.testing.assert_allclose(numbers(speed["y"]), expected["speed"], rtol=1e-12)
+    steps, weights = steps_and_weights(run_gram)  # brute force: the weights themselves, in float64
+    moved = [np.sqrt(sum(((weights[index][name] - weights[index - 1][name]) ** 2).sum() for name in run_gram.names))
+             for index in range(1, len(steps))]
+    np.testing.assert_allclose(numbers(speed["y"]), np.array(moved) / np.diff(steps), rtol=1e-9)
     widths = numbers(speed["width"])  # each bar spans its interval, from the previous checkpoint (the base's 0)
     np.testing.assert_allclose(numbers(speed["x"]) - widths / 2, [0, *run_gram.steps[:-1]])
     np.testing.assert_allclose(numbers(speed["x"]) + widths / 2, run_gram.steps)
@@ -90,7 +93,7 @@ def test_spectra_page_draws_trajectory_spectra_energy_grid_and_one_update_matrix
     assert heatmap["hoverinfo"] == "skip" and "%{text}" in cells["hovertemplate"]
 
     matrix = app.selectbox(key="spectra.matrix").value
-    step = app.select_slider(key="spectra.step").value
+    step = widget(app, "select_slider", "Checkpoint step").value
     assert step == window[1]
     expected = delta_spectrum_frame(run_gram, matrix, step, app.number_input(key="spectra.k").value)
     points = trace(shown["delta_spectrum"], "σ<sub>j</sub>(ΔW)")
@@ -112,7 +115,7 @@ def test_trajectory_page_draws_coefficients_fit_extrapolation_residuals_and_spee
     assert window == (96, 480)
     fit = WindowFit(run_gram, window, rank=rank, degree=degree(fit_name))
     tensor = app.selectbox(key="trajectory.tensor").value
-    target = int(app.text_input(key="trajectory.target").value)
+    target = int(widget(app, "text_input", "Extrapolate to step").value)
     assert target == 1440
     shown = figures(app)
     assert {"coefficients", "residuals", "tensor_speed", "r2_grid", "energy_histogram", "r2_histogram"} <= set(shown)
@@ -139,25 +142,25 @@ def test_trajectory_page_draws_coefficients_fit_extrapolation_residuals_and_spee
     np.testing.assert_allclose(numbers(histogram["x"]), fit.tensors_frame()["r2"])
 
     beyond = 2 * int(run_gram.steps[-1])
-    app.text_input(key="trajectory.target").set_value(str(beyond)).run()
+    widget(app, "text_input", "Extrapolate to step").set_value(str(beyond)).run()
     extrapolation = trace(figures(app)["coefficients"], "extrapolation")
     assert numbers(extrapolation["x"]).min() == window[1] and numbers(extrapolation["x"]).max() == beyond
 
 
 def test_trajectory_targets_are_checked(app, run_gram):
     on_page(app, "trajectory")
-    app.text_input(key="trajectory.target").set_value("144").run()  # inside the window 48:288
+    widget(app, "text_input", "Extrapolate to step").set_value("144").run()  # inside the window 48:288
     assert "Step 144 lies inside the window 48:288: a fitted point, not an extrapolation." in \
         [info.value for info in app.info]
     trace(figures(app)["coefficients"], "fitted value at step 144 (inside the window)")
 
-    app.text_input(key="trajectory.target").set_value("6000").run()  # 24× the window's length past its end
+    widget(app, "text_input", "Extrapolate to step").set_value("6000").run()  # 24× the window's length past its end
     assert "Confirm to use it" in app.warning[0].value
     assert not [item for item in figures(app)["coefficients"]["data"] if "6000" in str(item.get("name"))]
-    app.checkbox(key="trajectory.far").check().run()
+    widget(app, "checkbox", "Extrapolate that far anyway").check().run()
     trace(figures(app)["coefficients"], "prediction at step 6000")
 
-    app.text_input(key="trajectory.target").set_value("12345678901").run()  # an 11-digit step is a typo
+    widget(app, "text_input", "Extrapolate to step").set_value("12345678901").run()  # an 11-digit step is a typo
     assert [error.value for error in app.error] == ["target step 12345678901 is beyond any training run "
                                                     "(at most 1,000,000,000)"]
     assert_no_exception(app)
@@ -242,9 +245,9 @@ def test_export_page_shows_the_weights_and_writes_a_checkpoint_under_the_export_
     assert not app.main.get("select_slider")  # the window is the sidebar's, drawn once
     assert app.radio(key="export.mode").options == ["Extrapolate to target steps", "Reconstruct an observed checkpoint"]
     assert app.selectbox(key="export.dtype").options == ["as stored (per tensor)", "bf16", "fp16", "fp32"]
-    target = int(app.text_input(key="export.targets").value)
+    target = int(widget(app, "text_input", "Target step(s)").value)
     assert target == run_gram.steps[-1]
-    assert app.text_input(key="export.folder").value == "run-w48-288-r1-s1440"
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "run-w48-288-r1-s1440"
     fit = WindowFit(run_gram, window, rank=rank, degree=degree(fit_name))
     weights = trace(figures(app)["weights"], "size-weighted mean over tensors")
     expected = fit.weights_frame(target)
@@ -254,8 +257,9 @@ def test_export_page_shows_the_weights_and_writes_a_checkpoint_under_the_export_
     assert largest == f"{np.abs(fit.weights([target])).max():.2f}"
     assert app.info[-1].value == f"Backtest of this window: {selection.backtest_verdict(fit.backtest_frame()).text}"
 
-    app.text_input(key="export.folder").set_value("from-apptest").run()
+    widget(app, "text_input", "Output folder (inside the export root)").set_value("from-apptest").run()
     app.selectbox(key="export.dtype").set_value("fp32").run()
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "from-apptest"  # an edit holds
     app.button(key="export.run").click().run()
     assert_no_exception(app)
     assert not app.error, [error.value for error in app.error]
@@ -275,23 +279,23 @@ def test_export_page_says_plainly_when_relex_loses_and_asks_before_a_far_target(
     verdict = selection.backtest_verdict(WindowFit(run_gram, (48, 720)).backtest_frame())
     assert app.warning[0].value == f"Backtest of this window: {verdict.text}"
     assert "keeping the last checkpoint beats exporting an extrapolation" in app.warning[0].value
-    assert app.text_input(key="export.folder").value == "run-w48-720-r1-s1440"  # the folder follows the window
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "run-w48-720-r1-s1440"  # the folder follows the window
 
-    app.text_input(key="export.targets").set_value("20000").run()  # 29× the window's 672 steps past its end
+    widget(app, "text_input", "Target step(s)").set_value("20000").run()  # 29× the window's 672 steps past its end
     assert app.button(key="export.run").disabled and "Confirm to use it" in app.warning[0].value
-    assert app.text_input(key="export.folder").value == "run-w48-720-r1-s20000"
-    app.checkbox(key="export.far").check().run()
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "run-w48-720-r1-s20000"
+    widget(app, "checkbox", "Extrapolate that far anyway").check().run()
     assert not app.button(key="export.run").disabled
 
 
 def test_export_page_refuses_a_folder_outside_the_export_root(app, tmp_path, monkeypatch):
     monkeypatch.setenv("RELEX_EXPORT_ROOT", str(tmp_path / "exports"))
     on_page(app, "export")
-    app.text_input(key="export.folder").set_value("first").run()
+    widget(app, "text_input", "Output folder (inside the export root)").set_value("first").run()
     app.button(key="export.run").click().run()
     assert app.success
     for requested in ("../escaped", str(tmp_path / "elsewhere")):
-        app.text_input(key="export.folder").set_value(requested).run()
+        widget(app, "text_input", "Output folder (inside the export root)").set_value(requested).run()
         app.button(key="export.run").click().run()
         assert_no_exception(app)
         assert "must be inside the export root" in app.error[0].value
@@ -304,8 +308,8 @@ def test_export_page_writes_several_targets_and_reconstructions(app, run_gram, t
     monkeypatch.setenv("RELEX_EXPORT_ROOT", str(export_root))
     on_page(app, "export")
     steps = [int(step) for step in run_gram.steps]
-    app.text_input(key="export.targets").set_value(f"{steps[-1]}, {2 * steps[-1]}").run()
-    app.text_input(key="export.folder").set_value("two-targets").run()
+    widget(app, "text_input", "Target step(s)").set_value(f"{steps[-1]}, {2 * steps[-1]}").run()
+    widget(app, "text_input", "Output folder (inside the export root)").set_value("two-targets").run()
     app.button(key="export.run").click().run()
     assert_no_exception(app)
     assert sorted(path.name for path in (export_root / "two-targets").iterdir()) == \
@@ -313,8 +317,8 @@ def test_export_page_writes_several_targets_and_reconstructions(app, run_gram, t
 
     app.radio(key="export.mode").set_value("Reconstruct an observed checkpoint").run()
     window_end = shared(app)[0][1]
-    assert app.selectbox(key="export.reconstruct_step").value == window_end
-    app.text_input(key="export.folder").set_value("reconstructed").run()
+    assert widget(app, "selectbox", "Observed checkpoint").value == window_end
+    widget(app, "text_input", "Output folder (inside the export root)").set_value("reconstructed").run()
     app.button(key="export.run").click().run()
     assert_no_exception(app)
     provenance = json.loads((export_root / "reconstructed" / "relex.json").read_text())
@@ -323,7 +327,7 @@ def test_export_page_writes_several_targets_and_reconstructions(app, run_gram, t
 
 def test_export_page_shows_a_bad_target_as_one_error_line(app):
     on_page(app, "export")
-    app.text_input(key="export.targets").set_value("soon").run()
+    widget(app, "text_input", "Target step(s)").set_value("soon").run()
     assert_no_exception(app)
     assert [error.value for error in app.error] == ["target step 'soon' must be a whole number, like 400 or 400,600"]
     assert app.button(key="export.run").disabled
@@ -338,11 +342,14 @@ def test_evaluate_page_scores_with_standard_errors_compares_and_keeps_every_wind
     assert training["layout"]["yaxis"]["title"]["text"] == "reward on training rollouts"
 
     app.number_input(key="evaluate.problems").set_value(50).run()
-    app.text_input(key="evaluate.targets").set_value("1440").run()
+    widget(app, "text_input", "Extrapolate to steps").set_value("1440").run()
     app.button(key="evaluate.run").click().run()
     assert_no_exception(app)
     app.sidebar.select_slider(key="sidebar.window").set_range(48, 720).run()
-    assert app.text_input(key="evaluate.targets").value == "1440"  # an edited field keeps its value
+    # targets follow the window: the new one's default replaces the edit made for the old one
+    assert widget(app, "text_input", "Extrapolate to steps").value == ", ".join(
+        map(str, evaluate.default_evaluation_steps(run_gram.steps, (48, 720))))
+    widget(app, "text_input", "Extrapolate to steps").set_value("1440").run()
     app.button(key="evaluate.run").click().run()
     assert_no_exception(app)
 

@@ -9,7 +9,7 @@ from relex_core import compute_gram
 from relex_dashboard import runs
 from relex_dashboard.state import FIT, RANK, WINDOW
 
-from .apptest import (PAGES, analysing, assert_no_exception, decode, figures, numbers, on_page, open_app, set_run_folder,
+from .apptest import (PAGES, widget, analysing, assert_no_exception, decode, figures, numbers, on_page, open_app, set_run_folder,
                       texts, wait_for_analysis)
 from .conftest import OTHER_STEPS, SAMPLE_RUN
 
@@ -53,18 +53,18 @@ def test_a_new_run_gets_its_own_defaults_and_no_stale_widget(relex_cache, other_
     app.sidebar.select_slider(key="sidebar.window").set_range(96, 480).run()
     on_page(app, "trajectory")
     app.selectbox(key="trajectory.tensor").set_value("model.layers.2.mlp.down_proj.weight").run()
-    app.text_input(key="trajectory.target").set_value("100").run()
+    widget(app, "text_input", "Extrapolate to step").set_value("100").run()
     on_page(app, "export")
-    app.text_input(key="export.targets").set_value("2880").run()
-    assert app.text_input(key="export.folder").value == "run-w96-480-r1-s2880"
+    widget(app, "text_input", "Target step(s)").set_value("2880").run()
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "run-w96-480-r1-s2880"
 
     set_run_folder(app, other_run)
     assert tuple(app.session_state[WINDOW]) == (50, 100)  # its first fifth, not 96:480 clamped
     assert app.sidebar.select_slider(key="sidebar.window").value == (50, 100)
-    assert app.text_input(key="export.targets").value == "500"  # its last step, not "2880" or "Extrapolate to 100"
-    assert app.text_input(key="export.folder").value == "grpo-other-w50-100-r1-s500"
+    assert widget(app, "text_input", "Target step(s)").value == "500"  # its last step, not "2880" or "Extrapolate to 100"
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "grpo-other-w50-100-r1-s500"
     on_page(app, "trajectory")
-    assert app.text_input(key="trajectory.target").value == "500"
+    assert widget(app, "text_input", "Extrapolate to step").value == "500"
     assert app.selectbox(key="trajectory.tensor").value == "model.embed_tokens.weight"  # its first matrix
     star = [item for item in figures(app)["coefficients"]["data"] if str(item.get("name")).startswith("prediction")]
     assert [item["name"] for item in star] == ["prediction at step 500"]
