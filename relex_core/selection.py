@@ -53,7 +53,8 @@ class BacktestVerdict:
                     f"(mean relative error {self.mean_error['relex']:.3g}, against {self.mean_error['last']:.3g} "
                     f"and {self.mean_error['linear']:.3g}, over {self.targets} held-out checkpoint{plural}, {steps})")
         if self.loses_to_last_everywhere:
-            where = "the held-out checkpoint" if self.targets == 1 else f"every one of the {self.targets} held-out checkpoints"
+            where = ("the held-out checkpoint" if self.targets == 1
+                     else f"every one of the {self.targets} held-out checkpoints")
             return (f"{sentence}. relex loses to the last checkpoint at {where}: with this window, keeping the "
                     "last checkpoint beats exporting an extrapolation.")
         return f"{sentence}. relex beats the last checkpoint at {self.wins['last']} of the {self.targets}."

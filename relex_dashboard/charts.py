@@ -19,7 +19,8 @@ from .frames import Grid
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 METHOD_COLORS = {"relex": "#0072B2", "last": "#E69F00", "linear": "#009E73"}
-METHOD_NAMES = {"relex": "relex (fitted trend)", "last": "last observed checkpoint", "linear": "line through base and last"}
+METHOD_NAMES = {"relex": "relex (fitted trend)", "last": "last observed checkpoint",
+                "linear": "line through base and last"}
 DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
 HEATMAP_SCALE = "Cividis"
 WINDOW_FILL = "rgba(86, 180, 233, 0.15)"  # Okabe-Ito sky blue, transparent
@@ -28,6 +29,9 @@ STEP_AXIS = "training step"
 LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0.0)
 LEGEND_RIGHT = dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02)  # for many series
 SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+# Plotly draws <sub> and <sup>: the quantities' names as written in the paper.
+THETA_T, THETA_0 = "θ<sub>t</sub>", "θ<sub>0</sub>"
+DISTANCE = f"‖{THETA_T} − {THETA_0}‖"
 
 
 def sub(number: int) -> str:
@@ -91,11 +95,12 @@ def color_range(values, robust: bool = False) -> tuple[float, float]:
 
 
 def update_norm_chart(frame: pd.DataFrame, window) -> go.Figure:
-    figure = _figure("Whole-model distance from the base", STEP_AXIS, "distance from the base ‖θ<sub>t</sub> − θ<sub>0</sub>‖")
+    figure = _figure("Whole-model distance from the base", STEP_AXIS, f"distance from the base {DISTANCE}")
     figure.add_trace(go.Scatter(
-        x=frame["step"], y=frame["update_norm"], mode="lines+markers", name="‖θ<sub>t</sub> − θ<sub>0</sub>‖",
+        x=frame["step"], y=frame["update_norm"], mode="lines+markers", name=DISTANCE,
         line=dict(color=OKABE_ITO[0]), customdata=frame[["relative_update"]],
-        hovertemplate="step %{x}<br>‖θ<sub>t</sub> − θ<sub>0</sub>‖ = %{y:.4g}<br>relative to ‖θ<sub>0</sub>‖: %{customdata[0]:.3g}<extra>all tensors</extra>"))
+        hovertemplate=f"step %{{x}}<br>{DISTANCE} = %{{y:.4g}}<br>relative to ‖{THETA_0}‖: %{{customdata[0]:.3g}}"
+                      "<extra>all tensors</extra>"))
     _shade_window(figure, window)
     return figure
 
@@ -110,7 +115,8 @@ def _interval_bars(frame: pd.DataFrame, column: str, name: str, color: str, widt
     return go.Bar(x=frame["previous_step"] + widths / 2, y=frame[column], width=widths * width_share, name=name,
                   marker=dict(color=color, line=dict(width=0.5, color="white")),
                   customdata=frame[["previous_step", "step"]],
-                  hovertemplate=f"steps %{{customdata[0]}}–%{{customdata[1]}}<br>{name} = %{{y:.4g}}<extra>{legend}</extra>")
+                  hovertemplate=f"steps %{{customdata[0]}}–%{{customdata[1]}}<br>{name} = %{{y:.4g}}"
+                                f"<extra>{legend}</extra>")
 
 
 def speed_chart(frame: pd.DataFrame, window) -> go.Figure:
@@ -193,13 +199,15 @@ def grid_heatmap(grid: Grid, title: str, value_name: str) -> go.Figure:
 
 def delta_spectrum_chart(frame: pd.DataFrame) -> go.Figure:
     tensor, step = frame.attrs["tensor"], frame.attrs["step"]
-    figure = _figure(f"Singular values of ΔW = θ<sub>{step}</sub> − θ<sub>0</sub> for {tensor}", "singular value index j",
-                     "singular value σ<sub>j</sub>(ΔW)", log_y=True)
+    figure = _figure(f"Singular values of ΔW = θ<sub>{step}</sub> − {THETA_0} for {tensor}",
+                     "singular value index j", "singular value σ<sub>j</sub>(ΔW)", log_y=True)
     figure.add_trace(go.Scatter(
-        x=frame["index"], y=frame["sigma"], mode="lines+markers", name="σ<sub>j</sub>(ΔW)", line=dict(color=OKABE_ITO[0]),
+        x=frame["index"], y=frame["sigma"], mode="lines+markers", name="σ<sub>j</sub>(ΔW)",
+        line=dict(color=OKABE_ITO[0]),
         customdata=frame[["energy_share", "cumulative_share"]],
         hovertemplate=f"tensor {tensor}, step {step}<br>j = %{{x}}<br>σ<sub>j</sub> = %{{y:.4g}}<br>"
-                      "σ<sub>j</sub>²/‖ΔW‖²<sub>F</sub> = %{customdata[0]:.3f} (cumulative %{customdata[1]:.3f})<extra></extra>"))
+                      "σ<sub>j</sub>²/‖ΔW‖²<sub>F</sub> = %{customdata[0]:.3f} "
+                      "(cumulative %{customdata[1]:.3f})<extra></extra>"))
     figure.update_xaxes(dtick=1 if len(frame) <= 20 else None)
     label_log_axis(figure)
     return figure
@@ -222,7 +230,8 @@ def coefficient_chart(coefficients: pd.DataFrame, trend: pd.DataFrame, window, t
                       predicted: float | None, component: int = 1) -> go.Figure:
     tensor = coefficients["tensor"].iloc[0]
     c = f"c{sub(component)}"
-    figure = _figure(f"Coefficient {c} of {tensor}", STEP_AXIS, f"coefficient {c} = ⟨θ<sub>t</sub> − θ<sub>0</sub>, v{sub(component)}⟩")
+    figure = _figure(f"Coefficient {c} of {tensor}", STEP_AXIS,
+                     f"coefficient {c} = ⟨{THETA_T} − {THETA_0}, v{sub(component)}⟩")
     where = place(coefficients["step"], window)
     for key, name, symbol in PLACES:
         rows = coefficients[where == key]
@@ -239,7 +248,8 @@ def coefficient_chart(coefficients: pd.DataFrame, trend: pd.DataFrame, window, t
                 hovertemplate=f"tensor {tensor}<br>step %{{x:.0f}}<br>{name} %{{y:.4g}}<extra></extra>"))
     if target_step is not None:
         inside = window[0] <= target_step <= window[1]
-        name = f"fitted value at step {target_step} (inside the window)" if inside else f"prediction at step {target_step}"
+        name = (f"fitted value at step {target_step} (inside the window)" if inside
+                else f"prediction at step {target_step}")
         figure.add_trace(go.Scatter(
             x=[target_step], y=[predicted], mode="markers", name=name,
             marker=dict(color=OKABE_ITO[5], symbol="star", size=14),
@@ -257,7 +267,8 @@ def residual_chart(coefficients: pd.DataFrame, window, component: int = 1) -> go
         rows = coefficients[where == key]
         if len(rows):
             figure.add_trace(go.Bar(x=rows["step"], y=rows["residual"], name=name, marker_color=color,
-                                    hovertemplate=f"tensor {tensor}<br>step %{{x}}<br>residual %{{y:.3g}}<extra>{name}</extra>"))
+                                    hovertemplate=f"tensor {tensor}<br>step %{{x}}<br>residual %{{y:.3g}}"
+                                                  f"<extra>{name}</extra>"))
     _shade_window(figure, window, above=True)
     return figure
 
@@ -303,7 +314,8 @@ def window_end_heatmap(backtests: pd.DataFrame, start: int, method: str = "relex
     figure.add_trace(go.Heatmap(
         z=values, x=list(table.columns), y=list(table.index), colorscale=HEATMAP_SCALE, zmin=low, zmax=high,
         colorbar=dict(title=dict(text="rel. error<br>(5–95% range)", side="right")), name="rel_error",
-        hovertemplate=f"window {start}:%{{y}}<br>target step %{{x}}<br>‖pred − Δ‖/‖Δ‖ = %{{z:.4f}}<extra></extra>"))
+        hovertemplate=f"window {start}:%{{y}}<br>target step %{{x}}<br>‖pred − Δ‖/‖Δ‖ = %{{z:.4f}}"
+                      "<extra></extra>"))
     return figure
 
 
@@ -342,7 +354,7 @@ def suggestion_chart(suggestion: WindowSuggestion) -> go.Figure:
 
 def weights_chart(weights: pd.DataFrame, target_step: int) -> go.Figure:
     figure = _figure(f"How much each window checkpoint counts in θ̂({target_step})", "window checkpoint (step)",
-                     "weight w<sub>t</sub> in θ<sub>0</sub> + Σ w<sub>t</sub> (θ<sub>t</sub> − θ<sub>0</sub>)", height=360)
+                     f"weight w<sub>t</sub> in {THETA_0} + Σ w<sub>t</sub> ({THETA_T} − {THETA_0})", height=360)
     figure.add_trace(go.Bar(
         x=weights["step"], y=weights["weight_model"], name="size-weighted mean over tensors",
         marker_color=OKABE_ITO[0],

@@ -27,9 +27,11 @@ def binomial_stderr(accuracy: float, n_problems: int) -> float:
     return math.sqrt(accuracy * (1.0 - accuracy) / n_problems) if n_problems else float("nan")
 
 
+DTYPES = ["object", "int64", "object", "object", "int64", "object", "object", "float64", "float64", "float64"]
+
+
 def empty_scores() -> pd.DataFrame:
-    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in zip(
-        COLUMNS, ["object", "int64", "object", "object", "int64", "object", "object", "float64", "float64", "float64"])})
+    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in zip(COLUMNS, DTYPES)})
 
 
 def plan_jobs(fit: WindowFit, target_steps, reconstruct_steps=(), *, last: bool = True, linear: bool = False):
@@ -105,7 +107,8 @@ def comparison_frame(scores: pd.DataFrame) -> pd.DataFrame:
         same_step = by_step.get((row.step, row.scorer, row.metric))
         last = by_step.get((window_end, row.scorer, row.metric))
         rows.append({"kind": row.kind, "window": row.window, "step": row.step, "value": row.value,
-                     "stderr": row.stderr, "vs_checkpoint": float("nan") if same_step is None else row.value - same_step,
+                     "stderr": row.stderr,
+                     "vs_checkpoint": float("nan") if same_step is None else row.value - same_step,
                      "vs_last": float("nan") if last is None else row.value - last, "path": row.path})
     return pd.DataFrame(rows, columns=["kind", "window", "step", "value", "stderr", "vs_checkpoint", "vs_last", "path"])
 

@@ -182,17 +182,21 @@ def _interval_steps(run_gram: RunGram):
     return steps, np.concatenate([[0], steps[:-1]])
 
 
-def speed_frame(run_gram: RunGram) -> pd.DataFrame:
-    """Whole-model speed per interval between consecutive checkpoints (base first), from the Gram:
-    ‖θ_t − θ_{t−1}‖² = G[t, t] − 2 G[t, t−1] + G[t−1, t−1], summed over tensors (Δ of the base is 0).
-
-    Columns: step (the interval's end), previous_step, step_norm (‖θ_t − θ_{t−1}‖), speed (÷ Δstep).
-    """
-    gram = run_gram.gram.sum(axis=0)
+def _interval_norms(gram: np.ndarray) -> np.ndarray:
+    """‖Δ_t − Δ_{t−1}‖ for each checkpoint t from an (N, N) Gram, the base (Δ = 0) before the first."""
     diagonal = np.diag(gram)
     previous_sq = np.concatenate([[0.0], diagonal[:-1]])
     cross = np.concatenate([[0.0], np.diag(gram, k=-1)])
-    step_norm = np.sqrt(np.clip(diagonal - 2 * cross + previous_sq, 0.0, None))
+    return np.sqrt(np.clip(diagonal - 2 * cross + previous_sq, 0.0, None))  # rounding can dip below 0
+
+
+def speed_frame(run_gram: RunGram) -> pd.DataFrame:
+    """Whole-model speed per interval between consecutive checkpoints (base first), from the Gram:
+    ‖θ_t − θ_{t−1}‖² = G[t, t] − 2 G[t, t−1] + G[t−1, t−1], summed over tensors (the base's Δ is 0).
+
+    Columns: step (the interval's end), previous_step, step_norm (‖θ_t − θ_{t−1}‖), speed (÷ Δstep).
+    """
+    step_norm = _interval_norms(run_gram.gram.sum(axis=0))
     steps, previous = _interval_steps(run_gram)
     return pd.DataFrame({"step": steps, "previous_step": previous, "step_norm": step_norm,
                          "speed": step_norm / (steps - previous)})
@@ -206,11 +210,7 @@ def tensor_speed_frame(fit: WindowFit, tensor: str, component: int = 1) -> pd.Da
     Constant speed along v_k is what makes a straight-line extrapolation valid.
     """
     row = fit.run_gram.names.index(tensor)
-    gram = fit.run_gram.gram[row]
-    diagonal = np.diag(gram)
-    previous_sq = np.concatenate([[0.0], diagonal[:-1]])
-    cross = np.concatenate([[0.0], np.diag(gram, k=-1)])
-    step_norm = np.sqrt(np.clip(diagonal - 2 * cross + previous_sq, 0.0, None))
+    step_norm = _interval_norms(fit.run_gram.gram[row])
     coefficients = np.concatenate([[0.0], fit.coefficients[row, component - 1]])
     steps, previous = _interval_steps(fit.run_gram)
     first, last = int(fit.window_steps[0]), int(fit.window_steps[-1])
@@ -311,7 +311,8 @@ def predicted_coefficient(fit: WindowFit, tensor: str, target_step: int, compone
 def default_export_name(run_gram: RunGram, window, rank: int, fit: str, target_steps=(), kind: str = "") -> str:
     """A folder name that says what was exported: <run>-w<A>-<B>-r<k>[-<fit> unless linear][-<kind>]-s<targets>."""
     name = Path(run_gram.run.source).name or "run"
-    parts = [name, f"w{window[0]}-{window[1]}", f"r{rank}"] + ([fit] if fit != "linear" else []) + ([kind] if kind else [])
+    parts = [name, f"w{window[0]}-{window[1]}", f"r{rank}"]
+    parts += ([fit] if fit != "linear" else []) + ([kind] if kind else [])
     if len(target_steps):
         parts.append("s" + "-".join(str(int(step)) for step in target_steps))
     return "-".join(parts)

@@ -51,11 +51,11 @@ def page_html(title: str, context: dict, figures: list[Figure]) -> str:
         csv = base64.b64encode(csv_bytes(item.data)).decode()
         plot = item.figure.to_html(full_html=False, include_plotlyjs=False, div_id=div,
                                    config=chart_config(item.key), default_height=item.figure.layout.height or 420)
-        sections.append(
-            f'<section>{plot}<p class="buttons">'
-            f'<button onclick="Plotly.downloadImage(\'{div}\', {{format: \'svg\', filename: \'{div}\'}})">SVG</button> '
-            f'<button onclick="Plotly.downloadImage(\'{div}\', {{format: \'png\', scale: 2, filename: \'{div}\'}})">PNG</button> '
-            f'<a download="{file_name(item.key)}.csv" href="data:text/csv;base64,{csv}">CSV of this figure</a></p></section>')
+        buttons = "".join(
+            f'<button onclick="Plotly.downloadImage(\'{div}\', {{format: \'{kind}\', scale: 2, filename: \'{div}\'}})">'
+            f"{kind.upper()}</button> " for kind in ("svg", "png"))
+        csv_link = f'<a download="{file_name(item.key)}.csv" href="data:text/csv;base64,{csv}">CSV of this figure</a>'
+        sections.append(f'<section>{plot}<p class="buttons">{buttons}{csv_link}</p></section>')
     heading = html.escape(f"relex · {title}")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{heading}</title>"
@@ -89,7 +89,8 @@ class PageFigures:
         context = {**self.context, "written": stamp}
         figures = list(self.figures)
         name = file_name(f"relex-{self.title.lower()}-{self.context.get('window', '')}") + ".html"
-        where.download_button("Download this page as an HTML report", data=lambda: page_html(self.title, context, figures),
-                              file_name=name, mime="text/html", key=f"report.{self.title.lower()}", on_click="ignore",
+        where.download_button("Download this page as an HTML report",
+                              data=lambda: page_html(self.title, context, figures), file_name=name,
+                              mime="text/html", key=f"report.{self.title.lower()}", on_click="ignore",
                               help="Every figure of this page with its data, the run, window and relex version; "
                                    "opens offline (plotly.js is inside).")

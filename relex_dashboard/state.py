@@ -395,7 +395,7 @@ def page_setup() -> Analysis:
     error = analysis.future.exception()
     if isinstance(error, RelexError):
         messages.error(str(error))
-        _stop(messages)
+        _stop(messages, "Fix the run, then press “Re-scan run” to analyse it again.")
     if error is not None:
         raise error
     run_gram = analysis.future.result()

@@ -81,7 +81,8 @@ def brute_force_backtest(folder, window, rank=1) -> pd.DataFrame:
     run = open_run(folder)
     steps = [int(step) for step in run.steps]
     base = load_file(run.base.path / "model.safetensors")
-    weights = {step: load_file(checkpoint.path / "model.safetensors") for step, checkpoint in zip(steps, run.checkpoints)}
+    weights = {step: load_file(checkpoint.path / "model.safetensors")
+               for step, checkpoint in zip(steps, run.checkpoints)}
     inside = [step for step in steps if window[0] <= step <= window[1]]
     rows = []
     for target in [step for step in steps if step > window[1]]:

@@ -21,8 +21,8 @@ st.caption(f"Checkpoints extrapolated from window {state.code(analysis.window_la
            "verifier on its held-out problems (greedy, exact match). Results of earlier windows stay, so windows "
            "can be compared.")
 controls = st.columns([3, 3, 2])
-targets_key = state.follow_default("evaluate.targets", ", ".join(map(str, evaluate.default_evaluation_steps(analysis.steps,
-                                                                                              analysis.window))))
+default_targets = evaluate.default_evaluation_steps(analysis.steps, analysis.window)
+targets_key = state.follow_default("evaluate.targets", ", ".join(map(str, default_targets)))
 targets_text = controls[0].text_input("Extrapolate to steps", key=targets_key,
                                       help="Steps after the window; steps with a real checkpoint are scored too.")
 window_steps = [int(step) for step in fit.window_steps]
@@ -87,6 +87,6 @@ with state.errors_shown():
                    "quantity from held-out accuracy, so it has its own chart. (The logged held-out reward is this "
                    "verifier's score of the real checkpoints; it is on the Overview page.)")
         rows = metrics[metrics["metric"].isin(training)]
-        figures.chart(charts.metrics_chart(rows, training, "Training reward (as logged)", "reward on training rollouts"),
-                      rows, "training_reward")
+        chart = charts.metrics_chart(rows, training, "Training reward (as logged)", "reward on training rollouts")
+        figures.chart(chart, rows, "training_reward")
 figures.offer_report()

@@ -50,9 +50,9 @@ verdict = None
 if mode == EXTRAPOLATE and target_steps and allowed:
     left, right = st.columns([1, 3])
     left.metric("Largest checkpoint weight |w|", f"{frames.largest_weight(fit, target_steps):.2f}",
-                help="θ̂ = θ₀ + Σ_t w_t (θ_t − θ₀). The weights grow with the target's distance past the window; "
-                     "large weights of opposite signs amplify the noise the checkpoints carry. It measures how far "
-                     "the export leans on extrapolation.")
+                help="θ̂ = θ₀ + Σ_t w_t (θ_t − θ₀). The weights grow with the target's distance past the "
+                     "window; large weights of opposite signs amplify the noise the checkpoints carry. It "
+                     "measures how far the export leans on extrapolation.")
     shown = target_steps[0] if len(target_steps) == 1 else left.selectbox("Weights for target step", target_steps,
                                                                            key="export.weights_step")
     with right:
@@ -89,8 +89,8 @@ if st.session_state.get(RESULT):
     st.success(f"Wrote {len(summary)} checkpoint folder(s), {summary['files'].sum()} files, "
                f"{total / 2**20:,.1f} MiB, in {state.code(out)}.")
     st.dataframe(summary, hide_index=True, column_config={
-        "rounding_loss": st.column_config.NumberColumn("rounding loss", format="%.2e",
-                                                       help="Share of ‖δ̂‖ erased by rounding to the output dtype."),
+        "rounding_loss": st.column_config.NumberColumn(
+            "rounding loss", format="%.2e", help="Share of ‖δ̂‖ erased by rounding to the output dtype."),
         "size_mib": st.column_config.NumberColumn("size (MiB)", format="%.1f")})
     worst = summary["rounding_loss"].max()
     if worst > 0.01:

@@ -42,7 +42,8 @@ if len(outside):
 
 st.subheader(r"One update matrix $\Delta W = \theta_t - \theta_0$")
 st.caption(r"Top singular values of a single checkpoint's update (randomized SVD). $\|\Delta W\|_F^2$ comes from the "
-           r"Gram, so $\sigma_1^2/\|\Delta W\|_F^2$ and the stable rank $\|\Delta W\|_F^2/\sigma_1^2$ need only $\sigma_1$.")
+           r"Gram, so $\sigma_1^2/\|\Delta W\|_F^2$ and the stable rank $\|\Delta W\|_F^2/\sigma_1^2$ need only "
+           r"$\sigma_1$.")
 matrices = [name for name, shape in zip(analysis.run_gram.names, analysis.run_gram.shapes) if len(shape) == 2]
 controls = st.columns([3, 2, 1])
 tensor = controls[0].selectbox("2-D tensor", matrices, key="spectra.matrix")

@@ -41,3 +41,15 @@ def other_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def other_gram(relex_cache, other_run):
     return compute_gram(open_run(other_run), progress=False)
+
+
+def steps_and_weights(run_gram):
+    """The sample run's steps (the base's 0 first) and every checkpoint's tensors in float64, for brute forces."""
+    from safetensors.torch import load_file
+
+    def weights(step):
+        return {name: tensor.double().numpy() for name, tensor in
+                load_file(SAMPLE_RUN / f"checkpoint-{step}" / "model.safetensors").items()}
+
+    steps = [0, *(int(step) for step in run_gram.steps)]
+    return steps, [weights(step) for step in steps]

@@ -80,7 +80,8 @@ def test_stored_results_keep_every_window_and_replace_a_folder_scored_again():
 
 def test_the_comparison_is_against_the_checkpoint_at_the_same_step_and_the_windows_last():
     scores = pd.DataFrame([row("c480", 480, "checkpoint", "", 0.40), row("c1440", 1440, "checkpoint", "", 0.50),
-                           row("w480-s1440", 1440, "relex", "48:480", 0.44), row("w480-s2880", 2880, "relex", "48:480", 0.47),
+                           row("w480-s1440", 1440, "relex", "48:480", 0.44),
+                           row("w480-s2880", 2880, "relex", "48:480", 0.47),
                            row("w960-s1440", 1440, "relex", "48:960", 0.46)])
     comparison = evaluate.comparison_frame(scores).set_index("path")
     assert comparison.loc["w480-s1440", "vs_checkpoint"] == pytest.approx(-0.06)

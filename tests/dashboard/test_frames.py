@@ -11,7 +11,7 @@ from relex_core import RelexError, WindowFit, spectrum_frame
 from relex_core.io.discover import open_run
 from relex_dashboard import frames
 
-from .conftest import SAMPLE_RUN
+from .conftest import SAMPLE_RUN, steps_and_weights
 
 
 @pytest.fixture
@@ -157,15 +157,6 @@ def test_target_checks_tell_fitted_points_back_casts_and_far_extrapolations():
     assert check.notes[2].startswith("Step 5,000 lies 23× the window's length (200 steps) past its end")
     assert frames.check_targets([4400], (200, 400)).notes == []  # exactly 20× is allowed without a question
     assert frames.check_targets([400, 800], (200, 400)).fitted == [400]
-
-
-def steps_and_weights(run_gram):
-    def weights(step):
-        return {name: tensor.double().numpy() for name, tensor in
-                load_file(SAMPLE_RUN / f"checkpoint-{step}" / "model.safetensors").items()}
-
-    steps = [0, *(int(step) for step in run_gram.steps)]
-    return steps, [weights(step) for step in steps]
 
 
 def test_speed_is_the_distance_between_consecutive_checkpoints_per_step(run_gram):

@@ -11,8 +11,7 @@ from relex_dashboard import charts, evaluate, frames
 from relex_dashboard.state import FIT, RANK, WINDOW
 
 from .apptest import assert_no_exception, figures, numbers, on_page, open_app, trace, widget
-from .conftest import SAMPLE_RUN
-from .test_frames import steps_and_weights
+from .conftest import SAMPLE_RUN, steps_and_weights
 
 
 @pytest.fixture
@@ -219,7 +218,8 @@ def test_rank_and_fit_changes_are_shared_by_all_pages(app, run_gram):
     app.sidebar.number_input(key="sidebar.rank").set_value(2).run()
     app.sidebar.radio(key="sidebar.fit").set_value("poly2").run()
     on_page(app, "window")
-    assert app.sidebar.number_input(key="sidebar.rank").value == 2 and app.sidebar.radio(key="sidebar.fit").value == "poly2"
+    assert app.sidebar.number_input(key="sidebar.rank").value == 2
+    assert app.sidebar.radio(key="sidebar.fit").value == "poly2"
     window = shared(app)[0]
     expected = WindowFit(run_gram, window, rank=2, degree=2).backtest_frame()
     curve = trace(figures(app)["backtest_error"], "relex (fitted trend)")
@@ -279,7 +279,8 @@ def test_export_page_says_plainly_when_relex_loses_and_asks_before_a_far_target(
     verdict = selection.backtest_verdict(WindowFit(run_gram, (48, 720)).backtest_frame())
     assert app.warning[0].value == f"Backtest of this window: {verdict.text}"
     assert "keeping the last checkpoint beats exporting an extrapolation" in app.warning[0].value
-    assert widget(app, "text_input", "Output folder (inside the export root)").value == "run-w48-720-r1-s1440"  # the folder follows the window
+    folder = widget(app, "text_input", "Output folder (inside the export root)")
+    assert folder.value == "run-w48-720-r1-s1440"  # the folder name follows the window
 
     widget(app, "text_input", "Target step(s)").set_value("20000").run()  # 29× the window's 672 steps past its end
     assert app.button(key="export.run").disabled and "Confirm to use it" in app.warning[0].value

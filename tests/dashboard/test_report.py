@@ -28,7 +28,8 @@ def test_a_charts_csv_is_the_frame_it_was_drawn_from():
 
 
 def test_the_camera_button_downloads_svg_named_after_the_chart():
-    assert chart_config("speed") == {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "filename": "speed"}}
+    assert chart_config("speed") == {"displaylogo": False,
+                                     "toImageButtonOptions": {"format": "svg", "filename": "speed"}}
     assert file_name("relex-window-48:288") == "relex-window-48-288"
 
 

@@ -9,8 +9,8 @@ from relex_core import compute_gram
 from relex_dashboard import runs
 from relex_dashboard.state import FIT, RANK, WINDOW
 
-from .apptest import (PAGES, widget, analysing, assert_no_exception, decode, figures, numbers, on_page, open_app, set_run_folder,
-                      texts, wait_for_analysis)
+from .apptest import (PAGES, analysing, assert_no_exception, decode, figures, numbers, on_page, open_app,
+                      set_run_folder, texts, wait_for_analysis, widget)
 from .conftest import OTHER_STEPS, SAMPLE_RUN
 
 
@@ -61,7 +61,7 @@ def test_a_new_run_gets_its_own_defaults_and_no_stale_widget(relex_cache, other_
     set_run_folder(app, other_run)
     assert tuple(app.session_state[WINDOW]) == (50, 100)  # its first fifth, not 96:480 clamped
     assert app.sidebar.select_slider(key="sidebar.window").value == (50, 100)
-    assert widget(app, "text_input", "Target step(s)").value == "500"  # its last step, not "2880" or "Extrapolate to 100"
+    assert widget(app, "text_input", "Target step(s)").value == "500"  # its last step, not the sample's 2880
     assert widget(app, "text_input", "Output folder (inside the export root)").value == "grpo-other-w50-100-r1-s500"
     on_page(app, "trajectory")
     assert widget(app, "text_input", "Extrapolate to step").value == "500"
@@ -110,7 +110,8 @@ def test_a_link_that_does_not_fit_falls_back_to_the_defaults_with_a_note(relex_c
     assert any("The link's window '48:100' does not fit this run" in note for note in notes)
     assert any("The link's rank '9' must be a whole number from 1" in note for note in notes)
     assert any("The link's fit 'cubic' is not one of linear, poly2; using linear." in note for note in notes)
-    assert (tuple(app.session_state[WINDOW]), app.session_state[RANK], app.session_state[FIT]) == ((50, 100), 1, "linear")
+    chosen = (tuple(app.session_state[WINDOW]), app.session_state[RANK], app.session_state[FIT])
+    assert chosen == ((50, 100), 1, "linear")
     app.run()
     assert not app.warning  # said once, not forever
 
