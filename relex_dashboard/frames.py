@@ -66,6 +66,7 @@ def check_targets(target_steps, window) -> TargetCheck:
 
     fitted: inside the window (the fit's own points, not extrapolations); before: before the
     window (the trend followed backwards); far: more than FAR_FACTOR window lengths past its end.
+    Notes are Markdown, the window in code (a bare "0:100:" would be drawn as an emoji).
     """
     first, last = int(window[0]), int(window[1])
     length = max(1, last - first)
@@ -75,9 +76,9 @@ def check_targets(target_steps, window) -> TargetCheck:
     far = [step for step in targets if step - last > FAR_FACTOR * length]
     notes = []
     if fitted:
-        notes.append(f"{_steps(fitted)} inside the window {first}:{last}: a fitted point, not an extrapolation.")
+        notes.append(f"{_steps(fitted)} inside the window `{first}:{last}`: a fitted point, not an extrapolation.")
     if before:
-        notes.append(f"{_steps(before)} before the window {first}:{last}: the fitted trend followed backwards.")
+        notes.append(f"{_steps(before)} before the window `{first}:{last}`: the fitted trend followed backwards.")
     if far:
         factor = (max(far) - last) / length
         notes.append(f"{_steps(far)} {factor:,.0f}× the window's length ({length:,} steps) past its end: far beyond "

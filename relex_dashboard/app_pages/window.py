@@ -59,7 +59,7 @@ holdout_from = controls[1].select_slider("Held-out checkpoints from step", optio
                                          key=holdout_key)
 with state.errors_shown():
     suggestion = selection.suggest_window(all_ends, start, holdout_from, tolerance)
-    st.success(f"Suggested window **{suggestion.window[0]}:{suggestion.window[1]}**: {suggestion.reason}.")
+    st.success(f"Suggested window {state.code(f'{suggestion.window[0]}:{suggestion.window[1]}')}: {suggestion.reason}.")
 
     def use_suggestion():
         st.session_state[state.WINDOW] = suggestion.window

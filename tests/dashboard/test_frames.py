@@ -152,7 +152,7 @@ def test_default_export_name_says_window_rank_fit_and_target(run_gram):
 def test_target_checks_tell_fitted_points_back_casts_and_far_extrapolations():
     check = frames.check_targets([100, 300, 2000, 5000], (200, 400))  # window length 200: far is past 4400
     assert check.fitted == [300] and check.before == [100] and check.far == [5000]
-    assert check.notes[0] == "Step 300 lies inside the window 200:400: a fitted point, not an extrapolation."
+    assert check.notes[0] == "Step 300 lies inside the window `200:400`: a fitted point, not an extrapolation."
     assert "before the window" in check.notes[1]
     assert check.notes[2].startswith("Step 5,000 lies 23× the window's length (200 steps) past its end")
     assert frames.check_targets([4400], (200, 400)).notes == []  # exactly 20× is allowed without a question

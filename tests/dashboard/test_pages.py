@@ -149,7 +149,7 @@ def test_trajectory_page_draws_coefficients_fit_extrapolation_residuals_and_spee
 def test_trajectory_targets_are_checked(app, run_gram):
     on_page(app, "trajectory")
     widget(app, "text_input", "Extrapolate to step").set_value("144").run()  # inside the window 48:288
-    assert "Step 144 lies inside the window 48:288: a fitted point, not an extrapolation." in \
+    assert "Step 144 lies inside the window `48:288`: a fitted point, not an extrapolation." in \
         [info.value for info in app.info]
     trace(figures(app)["coefficients"], "fitted value at step 144 (inside the window)")
 
@@ -209,7 +209,7 @@ def test_window_page_backtests_verdict_heatmap_stability_and_suggestion(app, run
 
     app.button(key="window.use_suggestion").click().run()
     assert_no_exception(app)
-    chosen = app.success[0].value.split("**")[1]
+    chosen = app.success[0].value.split("`")[1]
     assert shared(app)[0] == tuple(int(step) for step in chosen.split(":"))
     assert app.sidebar.select_slider(key="sidebar.window").value == shared(app)[0]
 
