@@ -20,7 +20,7 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 dashboard: $(VENV)/.runtime
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
+	$(PYTHON) -m streamlit run relex_dashboard/app.py --server.port $(PORT)
 
 test: $(VENV)/.dev chromium
 	$(PYTHON) -m pytest -q

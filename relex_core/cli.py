@@ -136,6 +136,9 @@ def command_backtest(args) -> None:
     print(frame.pivot(index="target_step", columns="method", values="rel_error").to_string(float_format="%.4f"))
     model = fit.summary_frame("model").iloc[0]
     print(f"fit {fit.fit_name}: r2 {model.r2:.4f} in the window, {model.r2_after_window:.4f} after it")
+    from .selection import backtest_verdict
+
+    print(backtest_verdict(frame).text)
 
 
 def _print_exports(results) -> None:

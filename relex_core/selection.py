@@ -3,7 +3,9 @@
 `window_end_backtests` backtests every window start:end; `suggest_window` picks the shortest
 window whose held-out error is within a tolerance of the best one's, every candidate scored on
 the same held-out steps so that short windows are not flattered by easy near targets.
-Used by `relex suggest` and the dashboard's Window page.
+Used by `relex suggest` and the dashboard's Window page. `backtest_verdict` says in one sentence
+how one window's backtest compares relex with keeping the last checkpoint (`relex backtest`, the
+dashboard's Window and Export pages).
 """
 
 from dataclasses import dataclass
@@ -19,6 +21,61 @@ def default_holdout(steps) -> int:
     """First step of the last quarter of the checkpoints (at least one): the suggestion's held-out set."""
     steps = [int(step) for step in steps]
     return steps[max(2, len(steps) - max(1, len(steps) // 4))] if len(steps) > 2 else steps[-1]
+
+
+@dataclass(frozen=True)
+class BacktestVerdict:
+    """relex against the `last` and `linear` baselines on one window's held-out checkpoints.
+
+    mean_error: method → mean rel_error over the held-out checkpoints; wins: method → how many
+    of them relex predicts better than that baseline (lower rel_error).
+    """
+    held_out: tuple[int, int]
+    targets: int
+    mean_error: dict
+    wins: dict
+
+    def change(self, baseline: str = "last") -> float:
+        """relex's mean held-out error relative to a baseline's: −0.3 is 30% lower, +0.3 is 30% higher."""
+        return self.mean_error["relex"] / self.mean_error[baseline] - 1.0
+
+    @property
+    def loses_to_last_everywhere(self) -> bool:
+        return self.wins["last"] == 0
+
+    @property
+    def text(self) -> str:
+        first, last = self.held_out
+        plural = "s" if self.targets != 1 else ""
+        steps = f"step {first}" if first == last else f"steps {first}–{last}"
+        sentence = (f"relex's held-out error is {_compared(self.change('last'))} keeping the last checkpoint "
+                    f"and {_compared(self.change('linear'))} the line through the base and the last checkpoint "
+                    f"(mean relative error {self.mean_error['relex']:.3g}, against {self.mean_error['last']:.3g} "
+                    f"and {self.mean_error['linear']:.3g}, over {self.targets} held-out checkpoint{plural}, {steps})")
+        if self.loses_to_last_everywhere:
+            where = ("the held-out checkpoint" if self.targets == 1
+                     else f"every one of the {self.targets} held-out checkpoints")
+            return (f"{sentence}. relex loses to the last checkpoint at {where}: with this window, keeping the "
+                    "last checkpoint beats exporting an extrapolation.")
+        return f"{sentence}. relex beats the last checkpoint at {self.wins['last']} of the {self.targets}."
+
+
+def _compared(change: float) -> str:
+    if abs(change) < 0.005:
+        return "about the same as"
+    amount = f"{abs(change):.0%}" if abs(change) >= 0.1 else f"{abs(change):.1%}"
+    return f"{amount} {'lower' if change < 0 else 'higher'} than"
+
+
+def backtest_verdict(backtests: pd.DataFrame) -> BacktestVerdict:
+    """The verdict on a whole-model backtest (`WindowFit.backtest_frame()`: target_step, method, rel_error)."""
+    if backtests.empty:
+        raise RelexError("the window ends at the last checkpoint: no later checkpoint to test against")
+    errors = backtests.pivot(index="target_step", columns="method", values="rel_error").sort_index()
+    return BacktestVerdict(
+        held_out=(int(errors.index[0]), int(errors.index[-1])), targets=len(errors),
+        mean_error={method: float(errors[method].mean()) for method in ("relex", "last", "linear")},
+        wins={method: int((errors["relex"] < errors[method]).sum()) for method in ("last", "linear")})
 
 
 def window_end_backtests(run_gram: RunGram, start: int, rank: int = 1, fit="linear", fit_last=None,

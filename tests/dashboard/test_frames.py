@@ -9,9 +9,9 @@ from safetensors.torch import load_file
 
 from relex_core import RelexError, WindowFit, spectrum_frame
 from relex_core.io.discover import open_run
-from relex_core.views import frames
+from relex_dashboard import frames
 
-from .conftest import SAMPLE_RUN
+from .conftest import SAMPLE_RUN, steps_and_weights
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_module_spectrum_is_the_median_over_tensors_of_a_module(run_gram, window
 
 
 def test_trend_frame_follows_the_fit_and_joins_at_the_window_end(run_gram, window):
-    fit = WindowFit(run_gram, window, degree=2)
+    fit = WindowFit(run_gram, window, fit="poly2")
     name, target = run_gram.names[3], 2 * int(run_gram.steps[-1])
     trend = frames.trend_frame(fit, name, target)
     row = run_gram.names.index(name)
@@ -130,15 +130,68 @@ def test_trend_frame_follows_the_fit_and_joins_at_the_window_end(run_gram, windo
     assert set(frames.trend_frame(fit, name, window[1] - 1)["part"]) == {"window"}
 
 
-def test_windows_default_and_clamp():
-    steps = [10, 20, 30, 40, 50, 60, 70, 80]
-    assert frames.default_window(steps) == (10, 40)
-    assert frames.default_window([10, 20, 30]) == (10, 20)
+def test_the_default_window_is_the_first_fifth_of_the_checkpoints():
+    steps = list(range(10, 310, 10))  # 30 checkpoints
+    assert frames.default_window(steps) == (10, 60)
+    assert frames.default_window(list(range(10, 110, 10))) == (10, 20)  # 10 checkpoints: two
+    assert frames.default_window([10, 20, 30], minimum=3) == (10, 30)  # a parabola needs three, even if none is left
+    assert frames.default_window([10, 20, 30, 40], minimum=3) == (10, 30)  # and leaves one to test against
     assert frames.clamp_window((15, 55), steps) == (20, 50)
-    assert frames.clamp_window((75, 90), steps) == (10, 40)  # one checkpoint left: back to the default
-    assert frames.clamp_window(None, steps) == (10, 40)
+    assert frames.clamp_window((295, 400), steps) == (10, 60)  # one checkpoint left: back to the default
+    assert frames.clamp_window(None, steps) == (10, 60)
+    assert frames.window_size((20, 50), steps) == 4
 
 
-def test_default_export_name_says_window_rank_and_fit(run_gram):
-    assert frames.default_export_name(run_gram, (10, 150), 2, 2) == "run-w10-150-r2-poly2"
-    assert frames.default_export_name(run_gram, (10, 150), 1, 1) == "run-w10-150-r1"
+def test_default_export_name_says_window_rank_fit_and_target(run_gram):
+    assert frames.default_export_name(run_gram, (10, 150), 2, "poly2", [1440]) == "run-w10-150-r2-poly2-s1440"
+    assert frames.default_export_name(run_gram, (10, 150), 1, "linear", [1440, 2880]) == "run-w10-150-r1-s1440-2880"
+    assert frames.default_export_name(run_gram, (10, 150), 1, "linear", [150], "reconstruct") == \
+        "run-w10-150-r1-reconstruct-s150"
+
+
+def test_target_checks_tell_fitted_points_back_casts_and_far_extrapolations():
+    check = frames.check_targets([100, 300, 2000, 5000], (200, 400))  # window length 200: far is past 4400
+    assert check.fitted == [300] and check.before == [100] and check.far == [5000]
+    assert check.notes[0] == "Step 300 lies inside the window `200:400`: a fitted point, not an extrapolation."
+    assert "before the window" in check.notes[1]
+    assert check.notes[2].startswith("Step 5,000 lies 23× the window's length (200 steps) past its end")
+    assert frames.check_targets([4400], (200, 400)).notes == []  # exactly 20× is allowed without a question
+    assert frames.check_targets([400, 800], (200, 400)).fitted == [400]
+
+
+def test_speed_is_the_distance_between_consecutive_checkpoints_per_step(run_gram):
+    steps, weights = steps_and_weights(run_gram)
+    expected = [np.sqrt(sum(((weights[index][name] - weights[index - 1][name]) ** 2).sum() for name in run_gram.names))
+                for index in range(1, len(steps))]
+    frame = frames.speed_frame(run_gram)
+    assert list(frame["step"]) == steps[1:] and list(frame["previous_step"]) == steps[:-1]
+    np.testing.assert_allclose(frame["step_norm"], expected, rtol=1e-9)
+    np.testing.assert_allclose(frame["speed"], np.array(expected) / np.diff(steps), rtol=1e-9)
+
+
+def test_tensor_speed_and_coefficient_increment_match_the_weights(run_gram, window):
+    from tests.brute_force import trajectory_svd
+
+    steps, weights = steps_and_weights(run_gram)
+    fit = WindowFit(run_gram, window, rank=2)
+    name = "model.layers.1.mlp.up_proj.weight"
+    deltas = np.stack([weights[index][name].ravel() - weights[0][name].ravel() for index in range(len(steps))])
+    inside = [index for index, step in enumerate(steps) if window[0] <= step <= window[1]]
+    _, directions = trajectory_svd(deltas[inside])
+    for component in (1, 2):
+        frame = frames.tensor_speed_frame(fit, name, component)
+        coefficients = deltas @ directions[component - 1]  # the base's delta is 0, so its coefficient too
+        np.testing.assert_allclose(frame["increment"], np.diff(coefficients) / np.diff(steps), rtol=1e-6,
+                                   atol=1e-9 * np.abs(coefficients).max())
+    np.testing.assert_allclose(frame["speed"], np.linalg.norm(np.diff(deltas, axis=0), axis=1) / np.diff(steps),
+                               rtol=1e-9)
+    assert list(frame["in_window"]) == [steps[index] >= window[0] and steps[index + 1] <= window[1]
+                                        for index in range(len(steps) - 1)]
+
+
+def test_largest_weight_is_the_largest_export_weight(run_gram, window):
+    fit = WindowFit(run_gram, window)
+    target = 2 * int(run_gram.steps[-1])
+    assert frames.largest_weight(fit, [target]) == np.abs(fit.weights([target])).max()
+    # the weights grow with the distance past the window: the farther, the more the export leans on them
+    assert frames.largest_weight(fit, [target]) > frames.largest_weight(fit, [int(run_gram.steps[-1])])

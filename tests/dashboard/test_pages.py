@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from relex_core import WindowFit, compute_gram, spectrum_frame, stability_frame
+from relex_core import WindowFit, selection, spectrum_frame, stability_frame
 from relex_core.spectra import delta_spectrum_frame
-from relex_core import selection
-from relex_core.views import frames
-from relex_core.views.state import DEGREE, RANK, WINDOW
+from relex_dashboard import charts, evaluate, frames
+from relex_dashboard.state import FIT, RANK, WINDOW
 
-from .apptest import assert_no_exception, figures, numbers, on_page, open_app, trace
-from .conftest import SAMPLE_RUN
+from .apptest import assert_no_exception, figures, numbers, on_page, open_app, trace, widget
+from .conftest import SAMPLE_RUN, steps_and_weights
 
 
 @pytest.fixture
@@ -23,64 +22,80 @@ def app(relex_cache):
 
 
 def shared(app):
-    return tuple(app.session_state[WINDOW]), app.session_state[RANK], app.session_state[DEGREE]
+    return tuple(app.session_state[WINDOW]), app.session_state[RANK], app.session_state[FIT]
 
 
 def test_sidebar_offers_the_sample_run_a_folder_and_the_shared_window(app, run_gram):
     sidebar = app.sidebar
-    assert sidebar.radio(key="relex.run_choice").value == "Sample run"
-    assert sidebar.radio(key="relex.run_choice").options == ["Sample run", "Folder on this server"]
-    assert sidebar.text_input(key="relex.base").value == ""
-    window = sidebar.select_slider(key="sidebar:relex.window")
-    assert window.value == frames.default_window(run_gram.steps)
+    assert sidebar.radio(key="sidebar.source").value == "sample"
+    assert sidebar.radio(key="sidebar.source").options == ["Sample run", "Folder on this server"]
+    assert sidebar.text_input(key="sidebar.base").value == ""
+    window = sidebar.select_slider(key="sidebar.window")
+    assert window.value == (48, 288)  # the first fifth of the 30 checkpoints
     assert window.options == [str(step) for step in run_gram.steps]
-    assert sidebar.number_input(key="sidebar:relex.rank").value == 1
-    assert sidebar.radio(key="sidebar:relex.degree").value == 1
+    assert sidebar.number_input(key="sidebar.rank").value == 1
+    assert sidebar.radio(key="sidebar.fit").value == "linear"
+    assert "30 checkpoints after the base, steps 48–1440" in sidebar.caption[-1].value
 
 
-def test_overview_shows_the_run_and_its_distance_from_the_base(app, run_gram):
+def test_overview_shows_the_run_its_distance_from_the_base_and_its_speed(app, run_gram):
     labels = {metric.label: metric.value for metric in app.metric}
     assert labels["Parameters"] == f"{int(run_gram.numels.sum()):,}"
     assert labels["Tensors"] == str(len(run_gram.names)) and labels["Checkpoints"] == str(len(run_gram.steps))
     assert labels["Dtype"] == "bfloat16"
-    charts = figures(app)
-    distance = trace(charts["update_norm"], "‖θ_t − θ_0‖")
+    charts_shown = figures(app)
+    distance = trace(charts_shown["update_norm"], "‖θ<sub>t</sub> − θ<sub>0</sub>‖")
     assert list(numbers(distance["x"])) == [0, *run_gram.steps]
     diagonal = np.einsum("ntt->t", run_gram.gram)
     np.testing.assert_allclose(numbers(distance["y"]), np.sqrt(np.concatenate([[0.0], diagonal])), rtol=1e-12)
-    assert charts["update_norm"]["layout"]["xaxis"]["title"]["text"] == "training step"
+    assert charts_shown["update_norm"]["layout"]["xaxis"]["title"]["text"] == "training step"
     history = json.loads((SAMPLE_RUN / f"checkpoint-{run_gram.steps[-1]}" / "trainer_state.json").read_text())
     for name in app.multiselect(key="overview.metrics").value:
         logged = [(entry["step"], entry[name]) for entry in history["log_history"] if name in entry]
-        reward = trace(charts["metrics"], name)
+        reward = trace(charts_shown["metrics"], name)
         assert list(zip(numbers(reward["x"]), numbers(reward["y"]))) == logged
+    speed = trace(charts_shown["speed"], charts.SPEED)
+    steps, weights = steps_and_weights(run_gram)  # brute force: the weights themselves, in float64
+    moved = [np.sqrt(sum(((weights[index][name] - weights[index - 1][name]) ** 2).sum() for name in run_gram.names))
+             for index in range(1, len(steps))]
+    np.testing.assert_allclose(numbers(speed["y"]), np.array(moved) / np.diff(steps), rtol=1e-9)
+    widths = numbers(speed["width"])  # each bar spans its interval, from the previous checkpoint (the base's 0)
+    np.testing.assert_allclose(numbers(speed["x"]) - widths / 2, [0, *run_gram.steps[:-1]])
+    np.testing.assert_allclose(numbers(speed["x"]) + widths / 2, run_gram.steps)
 
 
 def test_spectra_page_draws_trajectory_spectra_energy_grid_and_one_update_matrix(app, run_gram):
     on_page(app, "spectra")
-    window, rank, degree = shared(app)
-    fit = WindowFit(run_gram, window, rank=rank, degree=degree)
+    window, rank, fit_name = shared(app)
+    fit = WindowFit(run_gram, window, rank=rank, fit=fit_name)
     spectrum = spectrum_frame(fit)
-    charts = figures(app)
-    assert set(charts) == {"spectrum", "energy_grid", "delta_spectrum"}
+    shown = figures(app)
+    assert set(shown) == {"spectrum", "energy_grid", "delta_spectrum"}
     medians = frames.module_spectrum_frame(spectrum, relative=True)
-    q_proj = trace(charts["spectrum"], "q_proj")
+    q_proj = trace(shown["spectrum"], "q_proj")
     np.testing.assert_allclose(numbers(q_proj["y"]), medians[medians["module"] == "q_proj"]["sigma"], rtol=1e-12)
-    assert charts["spectrum"]["layout"]["yaxis"]["type"] == "log"
+    assert shown["spectrum"]["layout"]["yaxis"]["type"] == "log"
 
-    grid = trace(charts["energy_grid"], "rank-1 energy")
+    heatmap = trace(shown["energy_grid"], "rank-1 energy")
+    cells = trace(shown["energy_grid"], "tensors")  # the clickable layer: one marker per cell, naming its tensor
     tensors = fit.tensors_frame().set_index("tensor")
-    names, values = np.asarray(grid["customdata"], dtype=object), numbers(grid["z"])
-    for name, value in zip(names.ravel(), values.ravel()):
-        assert value == pytest.approx(tensors.loc[name, "energy_rank1"], rel=1e-12)
+    values = numbers(heatmap["z"])
+    for name, value in zip(cells["customdata"], cells["text"]):
+        assert float(value) == pytest.approx(tensors.loc[name, "energy_rank1"], abs=5e-5)
+    # colours span the data (its 5th–95th percentiles), not 0–1, where every cell of a near-rank-1 run is yellow
+    assert (heatmap["zmin"], heatmap["zmax"]) == tuple(np.percentile(values[np.isfinite(values)], [5, 95]))
+    assert heatmap["zmin"] > 0.5
+    assert heatmap["hoverinfo"] == "skip" and "%{text}" in cells["hovertemplate"]
 
     matrix = app.selectbox(key="spectra.matrix").value
-    step = app.select_slider(key="spectra.step").value
+    step = widget(app, "select_slider", "Checkpoint step").value
+    assert step == window[1]
     expected = delta_spectrum_frame(run_gram, matrix, step, app.number_input(key="spectra.k").value)
-    bars = trace(charts["delta_spectrum"], "σ_j(ΔW)")
-    np.testing.assert_allclose(numbers(bars["y"]), expected["sigma"], rtol=1e-12)
-    shown = {metric.label: metric.value for metric in app.metric}
-    assert shown["σ₁²/‖ΔW‖²_F"] == f"{expected.attrs['energy_rank1']:.3f}"
+    points = trace(shown["delta_spectrum"], "σ<sub>j</sub>(ΔW)")
+    assert points["type"] == "scatter" and points["mode"] == "lines+markers"  # not bars on a log axis
+    np.testing.assert_allclose(numbers(points["y"]), expected["sigma"], rtol=1e-12)
+    shown_numbers = {metric.label: metric.value for metric in app.metric}
+    assert shown_numbers["σ₁²/‖ΔW‖²_F"] == f"{expected.attrs['energy_rank1']:.3f}"
 
     app.radio(key="spectra.view").set_value("one tensor").run()
     app.selectbox(key="spectra.tensor").set_value(run_gram.names[5]).run()
@@ -88,121 +103,159 @@ def test_spectra_page_draws_trajectory_spectra_energy_grid_and_one_update_matrix
     np.testing.assert_allclose(numbers(single["y"]), spectrum[spectrum["tensor"] == run_gram.names[5]]["sigma"])
 
 
-def test_trajectory_page_draws_coefficients_fit_extrapolation_and_residuals(app, run_gram):
+def test_trajectory_page_draws_coefficients_fit_extrapolation_residuals_and_speed(app, run_gram):
+    app.sidebar.select_slider(key="sidebar.window").set_range(96, 480).run()
     on_page(app, "trajectory")
-    window, rank, degree = shared(app)
-    fit = WindowFit(run_gram, window, rank=rank, degree=degree)
+    window, rank, fit_name = shared(app)
+    assert window == (96, 480)
+    fit = WindowFit(run_gram, window, rank=rank, fit=fit_name)
     tensor = app.selectbox(key="trajectory.tensor").value
-    target = app.number_input(key="trajectory.target").value
-    charts = figures(app)
-    assert {"coefficients", "residuals", "r2_grid", "energy_histogram", "r2_histogram"} <= set(charts)
+    target = int(widget(app, "text_input", "Extrapolate to step").value)
+    assert target == 1440
+    shown = figures(app)
+    assert {"coefficients", "residuals", "tensor_speed", "r2_grid", "energy_histogram", "r2_histogram"} <= set(shown)
     coefficients = fit.coefficients_frame([tensor])
-    inside = trace(charts["coefficients"], "observed (in window)")
+    inside = trace(shown["coefficients"], "in the window (fitted)")
     np.testing.assert_allclose(numbers(inside["y"]), coefficients[coefficients["in_window"]]["coefficient"])
+    before = trace(shown["coefficients"], "before the window")  # step 48: not "held out"
+    assert list(numbers(before["x"])) == [48]
+    after = trace(shown["coefficients"], "after the window (held out)")
+    assert numbers(after["x"]).min() == 528
     row = run_gram.names.index(tensor)
-    line = trace(charts["coefficients"], "fit")
+    line = trace(shown["coefficients"], "fit")
     np.testing.assert_allclose(numbers(line["y"]), fit.trend.predict(numbers(line["x"]))[row, 0], rtol=1e-12)
-    star = trace(charts["coefficients"], f"prediction at step {target}")
+    star = trace(shown["coefficients"], f"prediction at step {target}")
     assert numbers(star["y"])[0] == pytest.approx(fit.projections([target])[row, 0, 0], rel=1e-12)
-    held_out = trace(charts["residuals"], "held out")
-    np.testing.assert_allclose(numbers(held_out["y"]), coefficients[~coefficients["in_window"]]["residual"])
-    histogram = trace(charts["r2_histogram"], "r2")
+    assert shown["coefficients"]["layout"]["yaxis"]["title"]["text"].startswith("coefficient c₁")
+    residuals = trace(shown["residuals"], "after the window (held out)")
+    held_out = coefficients[coefficients["step"] > window[1]]
+    np.testing.assert_allclose(numbers(residuals["y"]), held_out["residual"])
+    speed = frames.tensor_speed_frame(fit, tensor)
+    along = trace(shown["tensor_speed"], "Δc₁ / Δstep (along v₁)")
+    np.testing.assert_allclose(numbers(along["y"]), speed["increment"], rtol=1e-12)
+    histogram = trace(shown["r2_histogram"], "r2")
     np.testing.assert_allclose(numbers(histogram["x"]), fit.tensors_frame()["r2"])
 
     beyond = 2 * int(run_gram.steps[-1])
-    app.number_input(key="trajectory.target").set_value(beyond).run()
+    widget(app, "text_input", "Extrapolate to step").set_value(str(beyond)).run()
     extrapolation = trace(figures(app)["coefficients"], "extrapolation")
     assert numbers(extrapolation["x"]).min() == window[1] and numbers(extrapolation["x"]).max() == beyond
 
 
-def test_window_page_backtests_heatmap_stability_and_suggestion(app, run_gram):
+def test_trajectory_targets_are_checked(app, run_gram):
+    on_page(app, "trajectory")
+    widget(app, "text_input", "Extrapolate to step").set_value("144").run()  # inside the window 48:288
+    assert "Step 144 lies inside the window `48:288`: a fitted point, not an extrapolation." in \
+        [info.value for info in app.info]
+    trace(figures(app)["coefficients"], "fitted value at step 144 (inside the window)")
+
+    widget(app, "text_input", "Extrapolate to step").set_value("6000").run()  # 24× the window's length past its end
+    assert "Confirm to use it" in app.warning[0].value
+    assert not [item for item in figures(app)["coefficients"]["data"] if "6000" in str(item.get("name"))]
+    widget(app, "checkbox", "Extrapolate that far anyway").check().run()
+    trace(figures(app)["coefficients"], "prediction at step 6000")
+
+    widget(app, "text_input", "Extrapolate to step").set_value("12345678901").run()  # an 11-digit step is a typo
+    assert [error.value for error in app.error] == ["target step 12345678901 is beyond any training run "
+                                                    "(at most 1,000,000,000)"]
+    assert_no_exception(app)
+
+
+def test_window_page_backtests_verdict_heatmap_stability_and_suggestion(app, run_gram):
     on_page(app, "window")
-    window, rank, degree = shared(app)
-    assert app.select_slider(key="window:relex.window").value == window
-    fit = WindowFit(run_gram, window, rank=rank, degree=degree)
-    charts = figures(app)
-    assert set(charts) == {"backtest_error", "backtest_cosine", "window_heatmap", "stability", "suggestion"}
+    window, rank, fit_name = shared(app)
+    assert not app.main.get("select_slider") or all("window" not in slider.label.lower()
+                                                    for slider in app.main.select_slider)  # controls: sidebar only
+    fit = WindowFit(run_gram, window, rank=rank, fit=fit_name)
+    shown = figures(app)
+    assert set(shown) == {"backtest_error", "backtest_cosine", "window_heatmap", "stability", "suggestion"}
     backtests = fit.backtest_frame()
+    assert app.info[0].value == selection.backtest_verdict(backtests).text
     for method, name in (("relex", "relex (fitted trend)"), ("last", "last observed checkpoint")):
         rows = backtests[backtests["method"] == method]
-        curve = trace(charts["backtest_error"], name)
+        curve = trace(shown["backtest_error"], name)
         np.testing.assert_allclose(numbers(curve["x"]), rows["target_step"])
         np.testing.assert_allclose(numbers(curve["y"]), rows["rel_error"], rtol=1e-12)
-        np.testing.assert_allclose(numbers(trace(charts["backtest_cosine"], name)["y"]), rows["cosine"], rtol=1e-12)
+        np.testing.assert_allclose(numbers(trace(shown["backtest_cosine"], name)["y"]), rows["cosine"], rtol=1e-12)
 
-    heatmap = trace(charts["window_heatmap"], "rel_error")
+    heatmap = trace(shown["window_heatmap"], "rel_error")
     ends, targets, errors = numbers(heatmap["y"]), numbers(heatmap["x"]), numbers(heatmap["z"])
     for end in (ends[0], ends[len(ends) // 2]):
-        expected = WindowFit(run_gram, (window[0], int(end)), rank=rank, degree=degree).backtest_frame()
+        expected = WindowFit(run_gram, (window[0], int(end)), rank=rank).backtest_frame()
         expected = expected[expected["method"] == "relex"].set_index("target_step")["rel_error"]
         row = errors[list(ends).index(end)]
         for target, value in zip(targets, row):
             assert np.isnan(value) if target not in expected.index else value == pytest.approx(expected[target])
+    finite = errors[np.isfinite(errors)]  # a robust colour range: two-checkpoint windows do not wash out the rest
+    assert (heatmap["zmin"], heatmap["zmax"]) == tuple(np.percentile(finite, [5, 95]))
 
     stability = stability_frame(run_gram, start=window[0])
-    np.testing.assert_allclose(numbers(trace(charts["stability"], "median tensor")["y"]), stability["overlap_median"])
-    suggestion = selection.suggest_window(selection.window_end_backtests(run_gram, window[0], rank, degree), window[0],
-                                       selection.default_holdout(run_gram.steps), 0.10)
+    np.testing.assert_allclose(numbers(trace(shown["stability"], "median tensor")["y"]), stability["overlap_median"])
+    suggestion = selection.suggest_window(selection.window_end_backtests(run_gram, window[0], rank), window[0],
+                                          selection.default_holdout(run_gram.steps), 0.10)
     assert suggestion.reason in app.success[0].value
 
-    app.select_slider(key="window:relex.window").set_range(run_gram.steps[1], run_gram.steps[9]).run()
+    app.sidebar.select_slider(key="sidebar.window").set_range(48, 720).run()
     assert_no_exception(app)
-    moved = (int(run_gram.steps[1]), int(run_gram.steps[9]))
-    assert shared(app)[0] == moved
-    expected = WindowFit(run_gram, moved).backtest_frame()
+    expected = WindowFit(run_gram, (48, 720)).backtest_frame()
     curve = trace(figures(app)["backtest_error"], "relex (fitted trend)")
     np.testing.assert_allclose(numbers(curve["y"]), expected[expected["method"] == "relex"]["rel_error"], rtol=1e-12)
+    verdict = selection.backtest_verdict(expected)
+    assert verdict.loses_to_last_everywhere and app.warning[0].value == verdict.text  # said plainly, as a warning
 
     app.button(key="window.use_suggestion").click().run()
     assert_no_exception(app)
-    chosen = app.success[0].value.split("**")[1]
+    chosen = app.success[0].value.split("`")[1]
     assert shared(app)[0] == tuple(int(step) for step in chosen.split(":"))
+    assert app.sidebar.select_slider(key="sidebar.window").value == shared(app)[0]
 
 
 def test_rank_and_fit_changes_are_shared_by_all_pages(app, run_gram):
-    app.sidebar.number_input(key="sidebar:relex.rank").set_value(2).run()
-    app.sidebar.radio(key="sidebar:relex.degree").set_value(2).run()
+    app.sidebar.number_input(key="sidebar.rank").set_value(2).run()
+    app.sidebar.radio(key="sidebar.fit").set_value("poly2").run()
     on_page(app, "window")
-    assert app.number_input(key="window:relex.rank").value == 2 and app.radio(key="window:relex.degree").value == 2
+    assert app.sidebar.number_input(key="sidebar.rank").value == 2
+    assert app.sidebar.radio(key="sidebar.fit").value == "poly2"
     window = shared(app)[0]
-    expected = WindowFit(run_gram, window, rank=2, degree=2).backtest_frame()
+    expected = WindowFit(run_gram, window, rank=2, fit="poly2").backtest_frame()
     curve = trace(figures(app)["backtest_error"], "relex (fitted trend)")
     np.testing.assert_allclose(numbers(curve["y"]), expected[expected["method"] == "relex"]["rel_error"], rtol=1e-12)
 
 
 def test_a_bad_run_folder_is_one_error_line_and_the_app_keeps_working(relex_cache, tmp_path):
-    app = open_app(**{"relex.run_choice": "Folder on this server", "relex.run_folder": str(tmp_path / "nowhere")})
+    app = open_app(**{"relex.source": "folder", "relex.folder": str(tmp_path / "nowhere")})
     assert_no_exception(app)
     assert [error.value for error in app.error] == [f"{tmp_path / 'nowhere'}: no such run folder or manifest"]
     assert "Pick a run" in app.info[0].value
-    app.sidebar.radio(key="relex.run_choice").set_value("Sample run").run()
+    app.sidebar.radio(key="sidebar.source").set_value("sample").run()
     assert_no_exception(app)
     assert not app.error and figures(app)
 
 
-@pytest.fixture
-def export_root(tmp_path, monkeypatch):
-    root = tmp_path / "exports"
-    monkeypatch.setenv("RELEX_EXPORT_ROOT", str(root))
-    return root
-
-
-def test_export_page_shows_the_weights_and_writes_a_checkpoint_under_the_export_root(app, run_gram, export_root):
+def test_export_page_shows_the_weights_and_writes_a_checkpoint_under_the_export_root(app, run_gram, tmp_path,
+                                                                                     monkeypatch):
+    export_root = tmp_path / "exports"
+    monkeypatch.setenv("RELEX_EXPORT_ROOT", str(export_root))
     on_page(app, "export")
-    window, rank, degree = shared(app)
-    assert app.select_slider(key="export:relex.window").value == window
+    window, rank, fit_name = shared(app)
+    assert not app.main.get("select_slider")  # the window is the sidebar's, drawn once
     assert app.radio(key="export.mode").options == ["Extrapolate to target steps", "Reconstruct an observed checkpoint"]
     assert app.selectbox(key="export.dtype").options == ["as stored (per tensor)", "bf16", "fp16", "fp32"]
-    target = int(app.text_input(key="export.targets").value)
+    target = int(widget(app, "text_input", "Target step(s)").value)
     assert target == run_gram.steps[-1]
-    fit = WindowFit(run_gram, window, rank=rank, degree=degree)
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "run-w48-288-r1-s1440"
+    fit = WindowFit(run_gram, window, rank=rank, fit=fit_name)
     weights = trace(figures(app)["weights"], "size-weighted mean over tensors")
     expected = fit.weights_frame(target)
     np.testing.assert_allclose(numbers(weights["x"]), expected["step"])
     np.testing.assert_allclose(numbers(weights["y"]), expected["weight_model"], rtol=1e-12)
+    largest = {metric.label: metric.value for metric in app.metric}["Largest checkpoint weight |w|"]
+    assert largest == f"{np.abs(fit.weights([target])).max():.2f}"
+    assert app.info[-1].value == f"Backtest of this window: {selection.backtest_verdict(fit.backtest_frame()).text}"
 
-    app.text_input(key="export.folder").set_value("from-apptest").run()
+    widget(app, "text_input", "Output folder (inside the export root)").set_value("from-apptest").run()
     app.selectbox(key="export.dtype").set_value("fp32").run()
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "from-apptest"  # an edit holds
     app.button(key="export.run").click().run()
     assert_no_exception(app)
     assert not app.error, [error.value for error in app.error]
@@ -216,13 +269,30 @@ def test_export_page_shows_the_weights_and_writes_a_checkpoint_under_the_export_
     assert app.get("download_button")
 
 
-def test_export_page_refuses_a_folder_outside_the_export_root(app, export_root, tmp_path):
+def test_export_page_says_plainly_when_relex_loses_and_asks_before_a_far_target(app, run_gram):
+    app.sidebar.select_slider(key="sidebar.window").set_range(48, 720).run()
     on_page(app, "export")
-    app.text_input(key="export.folder").set_value("first").run()
+    verdict = selection.backtest_verdict(WindowFit(run_gram, (48, 720)).backtest_frame())
+    assert app.warning[0].value == f"Backtest of this window: {verdict.text}"
+    assert "keeping the last checkpoint beats exporting an extrapolation" in app.warning[0].value
+    folder = widget(app, "text_input", "Output folder (inside the export root)")
+    assert folder.value == "run-w48-720-r1-s1440"  # the folder name follows the window
+
+    widget(app, "text_input", "Target step(s)").set_value("20000").run()  # 29× the window's 672 steps past its end
+    assert app.button(key="export.run").disabled and "Confirm to use it" in app.warning[0].value
+    assert widget(app, "text_input", "Output folder (inside the export root)").value == "run-w48-720-r1-s20000"
+    widget(app, "checkbox", "Extrapolate that far anyway").check().run()
+    assert not app.button(key="export.run").disabled
+
+
+def test_export_page_refuses_a_folder_outside_the_export_root(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("RELEX_EXPORT_ROOT", str(tmp_path / "exports"))
+    on_page(app, "export")
+    widget(app, "text_input", "Output folder (inside the export root)").set_value("first").run()
     app.button(key="export.run").click().run()
     assert app.success
     for requested in ("../escaped", str(tmp_path / "elsewhere")):
-        app.text_input(key="export.folder").set_value(requested).run()
+        widget(app, "text_input", "Output folder (inside the export root)").set_value(requested).run()
         app.button(key="export.run").click().run()
         assert_no_exception(app)
         assert "must be inside the export root" in app.error[0].value
@@ -230,11 +300,13 @@ def test_export_page_refuses_a_folder_outside_the_export_root(app, export_root, 
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "elsewhere").exists()
 
 
-def test_export_page_writes_several_targets_and_reconstructions(app, run_gram, export_root):
+def test_export_page_writes_several_targets_and_reconstructions(app, run_gram, tmp_path, monkeypatch):
+    export_root = tmp_path / "exports"
+    monkeypatch.setenv("RELEX_EXPORT_ROOT", str(export_root))
     on_page(app, "export")
     steps = [int(step) for step in run_gram.steps]
-    app.text_input(key="export.targets").set_value(f"{steps[-1]}, {2 * steps[-1]}").run()
-    app.text_input(key="export.folder").set_value("two-targets").run()
+    widget(app, "text_input", "Target step(s)").set_value(f"{steps[-1]}, {2 * steps[-1]}").run()
+    widget(app, "text_input", "Output folder (inside the export root)").set_value("two-targets").run()
     app.button(key="export.run").click().run()
     assert_no_exception(app)
     assert sorted(path.name for path in (export_root / "two-targets").iterdir()) == \
@@ -242,79 +314,65 @@ def test_export_page_writes_several_targets_and_reconstructions(app, run_gram, e
 
     app.radio(key="export.mode").set_value("Reconstruct an observed checkpoint").run()
     window_end = shared(app)[0][1]
-    assert app.selectbox(key="export.reconstruct_step").value == window_end
-    app.text_input(key="export.folder").set_value("reconstructed").run()
+    assert widget(app, "selectbox", "Observed checkpoint").value == window_end
+    widget(app, "text_input", "Output folder (inside the export root)").set_value("reconstructed").run()
     app.button(key="export.run").click().run()
     assert_no_exception(app)
     provenance = json.loads((export_root / "reconstructed" / "relex.json").read_text())
     assert provenance["method"] == "reconstruct" and provenance["target_step"] == window_end
 
 
-def test_export_page_shows_a_bad_target_as_one_error_line(app, export_root):
+def test_export_page_shows_a_bad_target_as_one_error_line(app):
     on_page(app, "export")
-    app.text_input(key="export.targets").set_value("soon").run()
+    widget(app, "text_input", "Target step(s)").set_value("soon").run()
     assert_no_exception(app)
     assert [error.value for error in app.error] == ["target step 'soon' must be a whole number, like 400 or 400,600"]
+    assert app.button(key="export.run").disabled
 
 
-def test_a_new_run_is_analysed_once_with_visible_progress_and_then_served_from_memory(relex_cache, tmp_path,
-                                                                                       monkeypatch):
-    from relex_core.synthetic import make_run
-    from relex_core.views import state
-
-    folder = make_run(tmp_path / "fresh-run", steps=(10, 20, 30, 40))
-    passes = []
-
-    def counted_compute_gram(run, **options):
-        passes.append(run.source)
-        return compute_gram(run, **options)
-
-    monkeypatch.setattr(state, "compute_gram", counted_compute_gram)
-    app = open_app(**{"relex.run_choice": "Folder on this server", "relex.run_folder": str(folder)})
-    assert_no_exception(app)
-    assert passes == [folder]
-    bars = app.get("progress")
-    assert bars and bars[-1].proto.value == 100  # the pass drew its progress bar to the end
-    assert app.status[0].label == "Analysis ready (Gram pass done)"
-    run_gram = state._gram_store().grams[(str(folder), "")]
-    fit = state.window_fit(run_gram, (10, 20))
-    for page in ("window", "trajectory", "overview"):
-        on_page(app, page)
-    app.sidebar.select_slider(key="sidebar:relex.window").set_range(10, 30).run()
-    assert_no_exception(app)
-    assert passes == [folder]  # page switches and a window change never ran the pass again
-    assert not app.get("progress")
-    assert state.window_fit(run_gram, (10, 20)) is fit  # and WindowFits are cached per (run, window, rank, degree)
-
-
-def test_evaluate_page_draws_rl_reward_and_the_scores_of_relex_checkpoints(app, run_gram):
+def test_evaluate_page_scores_with_standard_errors_compares_and_keeps_every_window(app, run_gram):
     from relex_core.sample.verifier import evaluate_checkpoint
 
     on_page(app, "evaluate")
-    window = shared(app)[0]
-    metrics = frames.trainer_metrics(run_gram.run)
-    heldout = metrics[metrics["metric"] == "heldout_reward"]
-    curve = trace(figures(app)["evaluation"], "RL actual: heldout_reward")
-    np.testing.assert_allclose(numbers(curve["y"]), heldout["value"])
-    assert figures(app)["evaluation"]["layout"]["title"]["text"] == f"RL actual vs RELEX from window {window[0]}:{window[1]}"
+    training = figures(app)["training_reward"]
+    assert [item["name"] for item in training["data"]] == ["train_reward"]  # not the held-out reward again
+    assert training["layout"]["yaxis"]["title"]["text"] == "reward on training rollouts"
 
-    target = int(run_gram.steps[-1])
-    app.text_input(key="evaluate.targets").set_value(str(target)).run()
-    app.multiselect(key="evaluate.reconstruct").set_value([]).run()
+    app.number_input(key="evaluate.problems").set_value(50).run()
+    widget(app, "text_input", "Extrapolate to steps").set_value("1440").run()
     app.button(key="evaluate.run").click().run()
     assert_no_exception(app)
-    chart = figures(app)["evaluation"]
-    real = trace(chart, "verifier on the real checkpoint")
-    assert numbers(real["y"])[0] == evaluate_checkpoint(SAMPLE_RUN / f"checkpoint-{target}")["accuracy"]
-    relex = trace(chart, f"RELEX from window {window[0]}:{window[1]}")
-    assert list(numbers(relex["x"])) == [target] and 0 <= numbers(relex["y"])[0] <= 1
-    assert list(app.dataframe[0].value["kind"]) == ["actual", "extrapolated"]
+    app.sidebar.select_slider(key="sidebar.window").set_range(48, 720).run()
+    # targets follow the window: the new one's default replaces the edit made for the old one
+    assert widget(app, "text_input", "Extrapolate to steps").value == ", ".join(
+        map(str, evaluate.default_evaluation_steps(run_gram.steps, (48, 720))))
+    widget(app, "text_input", "Extrapolate to steps").set_value("1440").run()
+    app.button(key="evaluate.run").click().run()
+    assert_no_exception(app)
+
+    scores = app.session_state["relex.scores"][next(iter(app.session_state["relex.scores"]))]
+    assert list(zip(scores["kind"], scores["step"], scores["window"])) == [
+        ("checkpoint", 288, ""), ("relex", 1440, "48:288"), ("checkpoint", 720, ""), ("checkpoint", 1440, ""),
+        ("relex", 1440, "48:720")]  # both windows kept; the real checkpoint at 1440 scored again is one row
+    for row in scores.itertuples():
+        assert row.value == evaluate_checkpoint(row.path, n_problems=50)["accuracy"]
+        assert row.stderr == pytest.approx(evaluate.binomial_stderr(row.value, 50))
+    shown = figures(app)["scores"]
+    assert {item["name"] for item in shown["data"]} == {"RL checkpoint", "relex from window 48:288",
+                                                        "relex from window 48:720"}
+    for item in shown["data"]:
+        assert item["error_y"]["type"] == "data"  # every score with its standard error
+    comparison = app.dataframe[0].value.set_index("window")
+    by_path = scores.set_index("path")["value"]
+    checkpoint = scores[scores["kind"] == "checkpoint"].set_index("step")["value"]
+    for window, last in (("48:288", 288), ("48:720", 720)):
+        value = comparison.loc[window, "value"]
+        assert value == by_path[comparison.loc[window, "path"]]
+        assert comparison.loc[window, "vs_checkpoint"] == pytest.approx(value - checkpoint[1440])
+        assert comparison.loc[window, "vs_last"] == pytest.approx(value - checkpoint[last])
 
 
-def test_evaluate_page_needs_the_sample_run(relex_cache, tmp_path):
-    from relex_core.synthetic import make_run
-
-    folder = make_run(tmp_path / "other-run", steps=(10, 20, 30))
-    app = open_app(**{"relex.run_choice": "Folder on this server", "relex.run_folder": str(folder)})
+def test_evaluate_page_needs_the_sample_run(relex_cache, other_run):
+    app = open_app(**{"relex.source": "folder", "relex.folder": str(other_run)})
     on_page(app, "evaluate")
     assert "sample run" in app.info[0].value and not figures(app)

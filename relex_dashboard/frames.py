@@ -6,41 +6,97 @@ diagonal. The pages only turn these frames into charts.
 """
 
 import json
-import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..analysis import WindowFit
-from ..errors import RelexError
-from ..gram import RunGram
-from ..io.discover import Run
-from ..io.reader import weight_files
-from ..options import fit_name
+from relex_core.analysis import WindowFit
+from relex_core.errors import RelexError
+from relex_core.gram import RunGram
+from relex_core.io.discover import Run
+from relex_core.io.reader import weight_files
 
-# --------------------------------------------------------------------------- windows
+# --------------------------------------------------------------------------- windows and targets
+
+# The paper's regime: fit on the first fifth of the run, predict the rest.
+DEFAULT_WINDOW_SHARE = 0.2
+# A target farther past the window's end than this many window lengths needs a confirmation.
+FAR_FACTOR = 20
 
 
-def default_window(steps) -> tuple[int, int]:
-    """First half of the checkpoints (at least two), so the rest are held out for backtests."""
+def default_window(steps, minimum: int = 2) -> tuple[int, int]:
+    """The first ~20% of the checkpoints (at least `minimum`), leaving at least one after it when it can."""
     steps = [int(step) for step in steps]
-    end = max(2, math.ceil(len(steps) / 2))
-    return steps[0], steps[min(end, len(steps)) - 1]
+    size = max(minimum, round(DEFAULT_WINDOW_SHARE * len(steps)))
+    size = min(size, max(minimum, len(steps) - 1), len(steps))
+    return steps[0], steps[size - 1]
 
 
-def clamp_window(window, steps) -> tuple[int, int]:
+def clamp_window(window, steps, minimum: int = 2) -> tuple[int, int]:
     """A (first, last) window snapped to the run's checkpoints; the default if it no longer fits."""
     steps = [int(step) for step in steps]
     if window is None:
-        return default_window(steps)
+        return default_window(steps, minimum)
     first = min((step for step in steps if step >= window[0]), default=None)
     last = max((step for step in steps if step <= window[1]), default=None)
-    if first is None or last is None or sum(first <= step <= last for step in steps) < 2:
-        return default_window(steps)
+    if first is None or last is None or sum(first <= step <= last for step in steps) < minimum:
+        return default_window(steps, minimum)
     return first, last
 
+
+def window_size(window, steps) -> int:
+    """How many of the run's checkpoints lie in the window (inclusive)."""
+    return sum(window[0] <= int(step) <= window[1] for step in steps)
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """What each target step is for a window: a fitted point, a back-cast, or an extrapolation (far or not)."""
+    fitted: list
+    before: list
+    far: list
+    notes: list
+
+
+def check_targets(target_steps, window) -> TargetCheck:
+    """Sort target steps by what the fit does there, with one note per kind worth saying.
+
+    fitted: inside the window (the fit's own points, not extrapolations); before: before the
+    window (the trend followed backwards); far: more than FAR_FACTOR window lengths past its end.
+    Notes are Markdown, the window in code (a bare "0:100:" would be drawn as an emoji).
+    """
+    first, last = int(window[0]), int(window[1])
+    length = max(1, last - first)
+    targets = [int(step) for step in target_steps]
+    fitted = [step for step in targets if first <= step <= last]
+    before = [step for step in targets if step < first]
+    far = [step for step in targets if step - last > FAR_FACTOR * length]
+    notes = []
+    if fitted:
+        notes.append(f"{_steps(fitted)} inside the window `{first}:{last}`: a fitted point, not an extrapolation.")
+    if before:
+        notes.append(f"{_steps(before)} before the window `{first}:{last}`: the fitted trend followed backwards.")
+    if far:
+        factor = (max(far) - last) / length
+        notes.append(f"{_steps(far)} {factor:,.0f}× the window's length ({length:,} steps) past its end: far beyond "
+                     f"anything the window saw (more than {FAR_FACTOR}×). Confirm to use it.")
+    return TargetCheck(fitted=fitted, before=before, far=far, notes=notes)
+
+
+def _steps(steps) -> str:
+    return f"Step {steps[0]:,} lies" if len(steps) == 1 else f"Steps {', '.join(f'{step:,}' for step in steps)} lie"
+
+
+def largest_weight(fit: WindowFit, target_steps, method: str = "relex") -> float:
+    """max |w_t| over tensors, window checkpoints and targets: how far the export leans on extrapolation.
+
+    The weights grow with the target's distance past the window; large weights of opposite signs
+    amplify whatever noise the checkpoints carry.
+    """
+    return float(np.abs(fit.weights(list(target_steps), method)).max())
 
 
 # --------------------------------------------------------------------------- overview
@@ -96,10 +152,18 @@ def trainer_metrics(run: Run) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+HELD_OUT_WORDS = {"heldout", "held", "eval", "test", "val", "validation"}
+
+
+def is_held_out(name: str) -> bool:
+    """Whether a logged metric is measured on held-out problems rather than on training rollouts."""
+    return bool(HELD_OUT_WORDS & set(re.split(r"[^a-z]+", name.lower())))
+
+
 def reward_names(metrics: pd.DataFrame) -> list[str]:
     """The logged metrics that are rewards, held-out ones first (the verifier scores held-out problems)."""
     names = [name for name in dict.fromkeys(metrics["metric"]) if "reward" in name]
-    return sorted(names, key=lambda name: not any(word in name for word in ("heldout", "held_out", "eval")))
+    return sorted(names, key=lambda name: not is_held_out(name))
 
 
 def update_norm_frame(run_gram: RunGram) -> pd.DataFrame:
@@ -111,6 +175,49 @@ def update_norm_frame(run_gram: RunGram) -> pd.DataFrame:
     norm = np.concatenate([[0.0], np.sqrt(squares)])
     return pd.DataFrame({"step": np.concatenate([[0], run_gram.steps]).astype(np.int64), "update_norm": norm,
                          "relative_update": norm / np.sqrt(run_gram.base_sq_norm.sum())})
+
+
+def _interval_steps(run_gram: RunGram):
+    """Each checkpoint's step and the step before it (the base's 0 for the first)."""
+    steps = run_gram.steps.astype(np.int64)
+    return steps, np.concatenate([[0], steps[:-1]])
+
+
+def _interval_norms(gram: np.ndarray) -> np.ndarray:
+    """‖Δ_t − Δ_{t−1}‖ for each checkpoint t from an (N, N) Gram, the base (Δ = 0) before the first."""
+    diagonal = np.diag(gram)
+    previous_sq = np.concatenate([[0.0], diagonal[:-1]])
+    cross = np.concatenate([[0.0], np.diag(gram, k=-1)])
+    return np.sqrt(np.clip(diagonal - 2 * cross + previous_sq, 0.0, None))  # rounding can dip below 0
+
+
+def speed_frame(run_gram: RunGram) -> pd.DataFrame:
+    """Whole-model speed per interval between consecutive checkpoints (base first), from the Gram:
+    ‖θ_t − θ_{t−1}‖² = G[t, t] − 2 G[t, t−1] + G[t−1, t−1], summed over tensors (the base's Δ is 0).
+
+    Columns: step (the interval's end), previous_step, step_norm (‖θ_t − θ_{t−1}‖), speed (÷ Δstep).
+    """
+    step_norm = _interval_norms(run_gram.gram.sum(axis=0))
+    steps, previous = _interval_steps(run_gram)
+    return pd.DataFrame({"step": steps, "previous_step": previous, "step_norm": step_norm,
+                         "speed": step_norm / (steps - previous)})
+
+
+def tensor_speed_frame(fit: WindowFit, tensor: str, component: int = 1) -> pd.DataFrame:
+    """One tensor's speed per interval, in total and along the window's direction v_k.
+
+    Columns: step, previous_step, speed (‖θ_t − θ_{t−1}‖ / Δstep of this tensor), increment
+    ((c_k(t) − c_k(t−1)) / Δstep, c_k of the base being 0), in_window (both ends inside it).
+    Constant speed along v_k is what makes a straight-line extrapolation valid.
+    """
+    row = fit.run_gram.names.index(tensor)
+    step_norm = _interval_norms(fit.run_gram.gram[row])
+    coefficients = np.concatenate([[0.0], fit.coefficients[row, component - 1]])
+    steps, previous = _interval_steps(fit.run_gram)
+    first, last = int(fit.window_steps[0]), int(fit.window_steps[-1])
+    return pd.DataFrame({"step": steps, "previous_step": previous, "speed": step_norm / (steps - previous),
+                         "increment": np.diff(coefficients) / (steps - previous),
+                         "in_window": (previous >= first) & (steps <= last)})
 
 
 # --------------------------------------------------------------------------- spectra and grids
@@ -188,7 +295,8 @@ def trend_frame(fit: WindowFit, tensor: str, target_step: int, component: int = 
     pieces = [("window", np.linspace(first, last, points))]
     if target_step > last:
         pieces.append(("extrapolation", np.linspace(last, float(target_step), points)))
-    frames = [pd.DataFrame({"step": grid, "fitted": fit.trend.predict(grid)[row, component - 1], "part": part})
+    frames = [pd.DataFrame({"step": grid, "part": part,
+                            "fitted": fit.fitted_coefficients(grid, off_grid="nan")[row, component - 1]})
               for part, grid in pieces]
     return pd.concat(frames, ignore_index=True)
 
@@ -202,10 +310,14 @@ def predicted_coefficient(fit: WindowFit, tensor: str, target_step: int, compone
 
 
 
-def default_export_name(run_gram: RunGram, window, rank: int, degree: int) -> str:
-    """A folder name that says what was exported: <run>-w<A>-<B>-r<k>[-<fit> unless linear]."""
+def default_export_name(run_gram: RunGram, window, rank: int, fit: str, target_steps=(), kind: str = "") -> str:
+    """A folder name that says what was exported: <run>-w<A>-<B>-r<k>[-<fit> unless linear][-<kind>]-s<targets>."""
     name = Path(run_gram.run.source).name or "run"
-    return f"{name}-w{window[0]}-{window[1]}-r{rank}" + (f"-{fit_name(degree)}" if degree != 1 else "")
+    parts = [name, f"w{window[0]}-{window[1]}", f"r{rank}"]
+    parts += ([fit] if fit != "linear" else []) + ([kind] if kind else [])
+    if len(target_steps):
+        parts.append("s" + "-".join(str(int(step)) for step in target_steps))
+    return "-".join(parts)
 
 
 def export_results_frame(results) -> pd.DataFrame:
