@@ -24,7 +24,7 @@ import streamlit as st
 from relex_core import __version__
 from relex_core.errors import RelexError
 from relex_core.gram import RunGram
-from relex_core.options import FIT_NAMES, parse_window
+from relex_core.options import FIT_NAMES, parse_fit, parse_window
 
 from . import files, frames, runs
 
@@ -226,8 +226,12 @@ def _apply_pending(steps, notes: list) -> None:
     """The URL's window / rank / fit for the run just analysed; one that does not fit keeps the default."""
     pending = st.session_state.pop(PENDING, {})
     if "fit" in pending:
-        if pending["fit"] in FIT_CHOICES:
-            st.session_state[FIT] = pending["fit"]
+        try:
+            name = parse_fit(pending["fit"]).name  # 'poly1' is 'linear'
+        except RelexError:
+            name = None
+        if name in FIT_CHOICES:
+            st.session_state[FIT] = name
         else:
             notes.append(f"The link's fit '{pending['fit']}' is not one of {', '.join(FIT_CHOICES)}; using "
                          f"{st.session_state[FIT]}.")

@@ -109,7 +109,7 @@ def test_a_link_that_does_not_fit_falls_back_to_the_defaults_with_a_note(relex_c
     notes = [warning.value for warning in app.warning]
     assert any("The link's window '48:100' does not fit this run" in note for note in notes)
     assert any("The link's rank '9' must be a whole number from 1" in note for note in notes)
-    assert any("The link's fit 'cubic' is not one of linear, poly2; using linear." in note for note in notes)
+    assert any("The link's fit 'cubic' is not one of linear, poly2, poly3, sin; using linear." in note for note in notes)
     chosen = (tuple(app.session_state[WINDOW]), app.session_state[RANK], app.session_state[FIT])
     assert chosen == ((50, 100), 1, "linear")
     app.run()
