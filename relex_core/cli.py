@@ -38,8 +38,6 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_fit(args, degree: int = 1):
     run = open_run(args.run, base=args.base, prefer=args.prefer)
-    for note in run.notes:
-        print(f"relex: note: {note}", file=sys.stderr)
     run.refuse_inside(args.cache_dir, "cache folder")
     if getattr(args, "out", None) is not None:  # a bad --out must fail before the pass, not after it
         folder = _check_output_path(args.out, run)
@@ -49,7 +47,7 @@ def _load_fit(args, degree: int = 1):
 
     run_gram = compute_gram(run, cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
                             device=args.device, progress=not args.quiet)
-    for note in run_gram.notes:
+    for note in (*run.notes, *run_gram.notes):  # after the pass: a failed run prints its one error line alone
         print(f"relex: note: {note}", file=sys.stderr)
     from .analysis import WindowFit
 

@@ -141,7 +141,7 @@ class DcpReader(CheckpointReader):
             except OSError as error:
                 raise RelexError(f"named in .metadata but {'missing' if not os.path.lexists(file) else 'unreadable'}"
                                  f" ({error.strerror or error})", path=file) from None
-        self.description = f"DCP, {len(self.files) - 1} .distcp file(s)"
+        self.description = f"DCP shards ({len(self.files) - 1} .distcp file{'s' if len(self.files) > 2 else ''})"
         for name, key in entries.items():
             entry = metadata.state_dict_metadata[key]
             shape, dtype = tuple(entry.size), entry.properties.dtype
@@ -162,6 +162,8 @@ class DcpReader(CheckpointReader):
                                                                 tuple(chunk.sizes), dtype)))
             check_tiling(chunks, shape, path=chunks[0].file if chunks else self.location, tensor=name)
             self._add(name, shape, dtype, chunks, path=self.location / METADATA)
+        # accelerate keeps config.json in checkpoint-N/, beside pytorch_model_fsdp_0/
+        self._drop_tied_copy(self.location, self.location.parent)
 
     def read(self, name, start=0, stop=None, out=None):
         chunks = self._chunks[name]

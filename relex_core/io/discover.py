@@ -399,7 +399,7 @@ def open_run(source, base=None, prefer: str = "native") -> Run:
         raise RelexError(f"run has {found} after the base; at least two are needed", path=sources[0])
     run = Run(source=sources[0], base=base_checkpoint, checkpoints=tuple(checkpoints), sources=tuple(sources),
               notes=notes)
-    notes.extend(source_notes(run))
+    notes[:0] = source_notes(run)
     return run
 
 
@@ -411,11 +411,15 @@ def source_notes(run: Run) -> list[str]:
         described = []
         for fmt in sorted(formats):
             newest = next(checkpoint for checkpoint in reversed(run.checkpoints) if checkpoint.format == fmt)
-            with open_reader(newest.path) as reader:
-                described.append(f"{reader.description} ({', '.join(reader.source_dtypes) or 'no floating tensors'})")
-        with open_reader(run.base.path) as reader:
-            base = f"{reader.description} ({', '.join(reader.source_dtypes) or 'no floating tensors'})"
-        notes.append(f"reading {' and '.join(described)}; base {run.base.path}: {base}")
+            steps = [checkpoint.step for checkpoint in run.checkpoints if checkpoint.format == fmt]
+            described.append(f"{_what(newest.path)} at {len(steps)} step(s) {steps[0]}–{steps[-1]}")
+        notes.append(f"reading {' and '.join(described)}; base {run.base.path}: {_what(run.base.path)}")
     if len(run.sources) > 1:
         notes.append(f"one run over {len(run.sources)} folders: steps {run.steps[0]}–{run.steps[-1]}")
     return notes
+
+
+def _what(location: Path) -> str:
+    """'float32 verl FSDP shards (world size 3)': the stored dtype and the format of one checkpoint."""
+    with open_reader(location) as reader:
+        return f"{'/'.join(reader.source_dtypes) or 'non-floating'} {reader.description}"

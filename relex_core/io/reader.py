@@ -15,6 +15,7 @@ Pickles are only ever unpickled with torch's weights-only unpickler, or (DCP's `
 unpickler that accepts DCP's own metadata classes alone, so a file that would run code is refused.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class CheckpointReader:
     Attributes:
         location: the folder or file this reader was opened on.
         format: "safetensors", "torch", "verl" or "dcp".
-        description: how the format calls itself, for notes ("verl FSDP shards, world size 8").
+        description: what was read, for notes ("verl FSDP shards (world size 8)").
     """
     format = ""
 
@@ -88,6 +89,20 @@ class CheckpointReader:
         self.tensors[name] = TensorInfo(tuple(shape), dtype if dtype in FLOAT_DTYPES else None, first_file)
         self._chunks[name] = chunks
         self._stored_dtypes[name] = dtype
+
+    def _drop_tied_copy(self, *config_folders) -> None:
+        """Leave out an lm_head that the HF config ties to the embedding, as HF's save_pretrained does.
+
+        FSDP and DCP state dicts list both names; HF folders (the base a run starts from) only the
+        embedding. The config is the first config.json in `config_folders`; without one nothing is dropped.
+        """
+        from .names import tied_lm_head
+
+        config = hf_config(*config_folders)
+        pair = tied_lm_head(self.tensors, config) if config else None
+        if pair and self.tensors[pair[0]].shape == self.tensors[pair[1]].shape:
+            for table in (self.tensors, self._chunks, self._stored_dtypes):
+                del table[pair[0]]
 
     @property
     def source_dtypes(self) -> list[str]:
@@ -155,6 +170,19 @@ def weight_files(location) -> tuple[str, list[Path], dict]:
     module = {"safetensors": safetensors_reader, "torch": torch_reader, "verl": verl, "dcp": dcp}[fmt]
     files, listed = module.weight_files(location)
     return fmt, files, listed
+
+
+def hf_config(*folders) -> dict:
+    """The first readable config.json in `folders`, or {}."""
+    for folder in folders:
+        path = Path(folder) / "config.json"
+        if path.is_file():
+            try:
+                config = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                raise RelexError(f"unreadable config.json ({error})", path=path) from None
+            return config if isinstance(config, dict) else {}
+    return {}
 
 
 def chunk_of_whole(array) -> tuple:

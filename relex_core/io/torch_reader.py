@@ -48,6 +48,7 @@ class TorchReader(CheckpointReader):
 
     def __init__(self, location):
         super().__init__(location)
+        self.description = "torch state dicts"
         self.files, listed = weight_files(self.location)
         if not self.files:
             raise RelexError("no model weights found", path=self.location)

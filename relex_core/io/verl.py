@@ -84,7 +84,7 @@ class VerlReader(CheckpointReader):
     def __init__(self, location):
         super().__init__(location)
         self.files = rank_files(self.location)
-        self.description = f"verl FSDP shards, world size {len(self.files)}"
+        self.description = f"verl FSDP shards (world size {len(self.files)})"
         import torch.distributed.tensor  # noqa: F401  registers DTensor with the weights-only unpickler
 
         states = []
@@ -101,6 +101,7 @@ class VerlReader(CheckpointReader):
         for name in reference:
             shape, dtype, chunks = _assemble(name, [(file, state[name]) for file, state in zip(self.files, states)])
             self._add(name, shape, dtype, chunks, path=self.files[0])
+        self._drop_tied_copy(hf_folder(self.location))
 
 
 def _assemble(name: str, pieces) -> tuple:
