@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RelexError
-from . import dcp, verl
-from .reader import detect_format, open_reader
-from .safetensors_reader import declared_size
+
+# The format modules (and torch with them) are imported where they are used: `relex --help` and
+# a mistyped run folder answer at once.
 
 NATIVE_FORMATS = ("verl", "dcp")  # what the trainer itself wrote, in fp32; the others are HF copies
 PREFER = ("native", "hf")
@@ -104,6 +104,8 @@ class Run:
 # ------------------------------------------------------------------ one checkpoint folder
 
 def _format_of(folder: Path) -> str | None:
+    from .reader import detect_format
+
     if not folder.is_dir():
         return None
     try:
@@ -137,6 +139,8 @@ def _choose(folder: Path, subfolders, prefer: str) -> tuple[Checkpoint, bool]:
 
 
 def _config_dir(folder: Path, fmt: str, path: Path) -> Path | None:
+    from . import verl
+
     for candidate in ((verl.hf_folder(path),) if fmt == "verl" else ()) + (path, folder):
         if (candidate / "config.json").is_file():
             return candidate
@@ -155,6 +159,9 @@ def incomplete_reason(folder, *, run_folder=None, prefer: str = "native", uses_t
       without it, every safetensors file exactly as long as its header declares.
     `run_folder` defaults to the folder's parent; `uses_trainer_state` to whether any checkpoint there has one.
     """
+    from . import dcp
+    from .safetensors_reader import declared_size
+
     folder = Path(folder)
     run_folder = folder.parent if run_folder is None else Path(run_folder)
     for pattern, subfolders in _LAYOUTS:
@@ -200,6 +207,8 @@ def checkpoint_is_complete(folder, **options) -> bool:
 
 
 def _verl_rank_files_reason(actor: Path) -> str | None:
+    from . import verl
+
     try:
         files = verl.rank_files(actor)
     except RelexError as error:
@@ -332,6 +341,8 @@ def _read_manifest(manifest: Path, prefer: str) -> list[Checkpoint]:
 
 def _at(step: int, location: Path, prefer: str) -> Checkpoint:
     """The checkpoint at an explicit path (a manifest entry, the base): a weights file or folder."""
+    from .reader import detect_format
+
     if not location.is_dir():
         return Checkpoint(step, location, detect_format(location))
     checkpoint, _ = _choose(location, ("", "actor", "actor/huggingface", "pytorch_model_fsdp_0", "policy/weights"),
@@ -421,5 +432,7 @@ def source_notes(run: Run) -> list[str]:
 
 def _what(location: Path) -> str:
     """'float32 verl FSDP shards (world size 3)': the stored dtype and the format of one checkpoint."""
+    from .reader import open_reader
+
     with open_reader(location) as reader:
         return f"{'/'.join(reader.source_dtypes) or 'non-floating'} {reader.description}"
