@@ -90,6 +90,12 @@ class CheckpointReader:
         self._chunks[name] = chunks
         self._stored_dtypes[name] = dtype
 
+    def _check_index(self, listed: dict) -> None:
+        """Every tensor an HF index lists is in the shard it names."""
+        for name, shard in listed.items():
+            if name not in self.tensors or self.tensors[name].file != shard:
+                raise RelexError("shard lacks a tensor listed in the index", path=shard, tensor=name)
+
     def _drop_tied_copy(self, *config_folders) -> None:
         """Leave out an lm_head that the HF config ties to the embedding, as HF's save_pretrained does.
 
@@ -170,6 +176,39 @@ def weight_files(location) -> tuple[str, list[Path], dict]:
     module = {"safetensors": safetensors_reader, "torch": torch_reader, "verl": verl, "dcp": dcp}[fmt]
     files, listed = module.weight_files(location)
     return fmt, files, listed
+
+
+def indexed_files(location: Path, index_name: str, unindexed: list) -> tuple[list[Path], dict]:
+    """(weight files, {tensor: file} of an HF index or {}) of a file, or of a folder with or without an index."""
+    if location.is_file():
+        return [location], {}
+    if (location / index_name).is_file():
+        listed = load_index(location / index_name)
+        return sorted(set(listed.values())), listed
+    return unindexed, {}
+
+
+def load_index(index_path: Path) -> dict:
+    """{tensor name: shard path} from an HF index file (safetensors or pytorch_model.bin)."""
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RelexError(f"unreadable shard index ({error})", path=index_path) from None
+    listed = {name: index_path.parent / shard for name, shard in weight_map.items()}
+    for name, shard in listed.items():
+        if not shard.is_file():
+            raise RelexError(f"shard listed in {index_path.name} for tensor '{name}' is missing", path=shard)
+    return listed
+
+
+def check_readable(file: Path) -> None:
+    """Open the file once ourselves: safetensors reports a permission error or a folder as
+    'No such file or directory', which would send the user looking in the wrong place."""
+    try:
+        with open(file, "rb"):
+            pass
+    except OSError as error:
+        raise RelexError(f"cannot open ({error.strerror or error})", path=file) from None
 
 
 def hf_config(*folders) -> dict:

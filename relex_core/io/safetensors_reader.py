@@ -14,7 +14,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import RelexError
 from .dtypes import DTYPES_BY_CODE
-from .reader import CheckpointReader, chunk_of_whole
+from .reader import CheckpointReader, check_readable, chunk_of_whole, indexed_files
 from .stored import StoredArray
 
 FORMAT = "safetensors"
@@ -29,46 +29,23 @@ def holds(folder: Path) -> bool:
     return os.path.lexists(folder / INDEX_NAME) or any(folder.glob("*.safetensors"))
 
 
-def load_index(index_path: Path) -> dict:
-    """{tensor name: shard path} from an HF index file (safetensors or pytorch_model.bin)."""
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise RelexError(f"unreadable shard index ({error})", path=index_path) from None
-    listed = {name: index_path.parent / shard for name, shard in weight_map.items()}
-    for name, shard in listed.items():
-        if not shard.is_file():
-            raise RelexError(f"shard listed in {index_path.name} for tensor '{name}' is missing", path=shard)
-    return listed
-
-
 def weight_files(location: Path) -> tuple[list[Path], dict]:
-    if location.is_file():
-        return [location], {}
-    if (location / INDEX_NAME).is_file():
-        listed = load_index(location / INDEX_NAME)
-        return sorted(set(listed.values())), listed
-    return sorted(location.glob("*.safetensors")), {}
+    return indexed_files(location, INDEX_NAME, sorted(location.glob("*.safetensors")) if location.is_dir() else [])
 
 
-def check_readable(file: Path) -> None:
-    """Open the file once ourselves: safetensors reports a permission error or a folder as
-    'No such file or directory', which would send the user looking in the wrong place."""
-    try:
-        with open(file, "rb"):
-            pass
-    except OSError as error:
-        raise RelexError(f"cannot open ({error.strerror or error})", path=file) from None
+def read_header(file: Path) -> tuple[int, dict]:
+    """(header size, header) of a safetensors file, parsed as the format defines it (8-byte length, JSON)."""
+    with open(file, "rb") as handle:
+        header_size = struct.unpack("<Q", handle.read(8))[0]
+        if header_size > 100_000_000:  # safetensors' own limit; a larger one is damage, not a header
+            raise ValueError(f"header of {header_size} bytes")
+        return header_size, json.loads(handle.read(header_size))
 
 
 def declared_size(file: Path) -> int | None:
     """The file size its header implies (8 + header + data), or None when the header is unreadable."""
     try:
-        with open(file, "rb") as handle:
-            header_size = struct.unpack("<Q", handle.read(8))[0]
-            if header_size > 100_000_000:  # safetensors' own limit; a larger one is damage, not a header
-                return None
-            header = json.loads(handle.read(header_size))
+        header_size, header = read_header(file)
         ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error):
         return None
@@ -85,9 +62,7 @@ class SafetensorsReader(CheckpointReader):
             raise RelexError("no model weights found", path=self.location)
         for file in self.files:
             self._open(file)
-        for name, shard in listed.items():
-            if name not in self.tensors or self.tensors[name].file != shard:
-                raise RelexError("shard lacks a tensor listed in the index", path=shard, tensor=name)
+        self._check_index(listed)
 
     def _open(self, file: Path) -> None:
         check_readable(file)
@@ -97,9 +72,7 @@ class SafetensorsReader(CheckpointReader):
         except SafetensorError as error:
             raise RelexError(f"not a readable safetensors file ({_safetensors_reason(error, file)})",
                              path=file) from None
-        with open(file, "rb") as raw:
-            header_size = struct.unpack("<Q", raw.read(8))[0]
-            header = json.loads(raw.read(header_size))
+        header_size, header = read_header(file)  # safe_open accepted it
         for name, entry in header.items():
             if name == "__metadata__":
                 continue

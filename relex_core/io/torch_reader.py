@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import RelexError
-from .reader import CheckpointReader, chunk_of_whole
-from .safetensors_reader import check_readable, load_index
+from .reader import CheckpointReader, check_readable, chunk_of_whole, indexed_files
 from .stored import StoredArray
 
 FORMAT = "torch"
@@ -30,13 +29,9 @@ NOT_WEIGHTS = re.compile(r"^(training_args\.bin|optimizer\.pt|scheduler\.pt|scal
 
 
 def weight_files(location: Path) -> tuple[list[Path], dict]:
-    if location.is_file():
-        return [location], {}
-    if (location / INDEX_NAME).is_file():
-        listed = load_index(location / INDEX_NAME)
-        return sorted(set(listed.values())), listed
-    files = [file for pattern in ("*.bin", "*.pt") for file in sorted(location.glob(pattern))]
-    return [file for file in files if not NOT_WEIGHTS.match(file.name)], {}
+    files = [file for pattern in ("*.bin", "*.pt") for file in sorted(location.glob(pattern))] \
+        if location.is_dir() else []
+    return indexed_files(location, INDEX_NAME, [file for file in files if not NOT_WEIGHTS.match(file.name)])
 
 
 def holds(folder: Path) -> bool:
@@ -58,9 +53,7 @@ class TorchReader(CheckpointReader):
                     raise RelexError(f"holds a {type(tensor).__name__}, not a plain tensor (an FSDP shard? "
                                      "point relex at the run folder)", path=file, tensor=name)
                 self._add(name, tensor.shape, tensor.dtype, chunk_of_whole(stored_array(file, tensor)), path=file)
-        for name, shard in listed.items():
-            if name not in self.tensors or self.tensors[name].file != shard:
-                raise RelexError("shard lacks a tensor listed in the index", path=shard, tensor=name)
+        self._check_index(listed)
 
 
 def load_state_dict(file: Path) -> dict:

@@ -7,6 +7,7 @@ into fp32 HF folders. relex's answers on the native runs must equal its answers 
 """
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from relex_core.io import dcp, verl
 from relex_core.io.names import strip_wrappers
 from relex_core.io.reader import open_reader
 from tests.io.native_checkpoints import SAVE_STEPS, WORLD
+from tests.io.test_bad_inputs import RunsCode
 
 TABLE_KEYS = {"tensors.csv": ["tensor"], "coefficients.csv": ["tensor", "step"], "spectra.csv": ["tensor", "index"],
               "layers.csv": ["layer"], "modules.csv": ["module"], "model.csv": [], "stability.csv": []}
@@ -189,13 +191,7 @@ def test_metadata_that_would_run_code_is_refused(native, tmp_path):
     folder = tmp_path / "step-2"
     shutil.copytree(native / "titan" / "step-2", folder)
     marker = tmp_path / "payload-ran"
-    import pickle
-
-    class RunsCode:
-        def __reduce__(self):
-            return os.mkdir, (str(marker),)
-
-    (folder / ".metadata").write_bytes(pickle.dumps(RunsCode()))
+    (folder / ".metadata").write_bytes(pickle.dumps(RunsCode(marker)))
     with pytest.raises(RelexError, match="refused to unpickle.*posix.mkdir|refused to unpickle.*os.mkdir"):
         open_reader(folder)
     assert not marker.exists()
@@ -205,16 +201,10 @@ def test_optimizer_extra_state_and_data_files_are_never_opened(native, merged, t
     """Turn every non-model pickle of the verl run into one that runs code: the analysis is unchanged."""
     run = shutil.copytree(native / "verl", tmp_path / "verl")
     marker = tmp_path / "payload-ran"
-    import pickle
-
-    class RunsCode:
-        def __reduce__(self):
-            return os.mkdir, (str(marker),)
-
     replaced = 0
     for path in run.rglob("*.pt"):
         if not path.name.startswith("model_"):
-            torch.save({"payload": RunsCode()}, path) if path.name != "data.pt" else path.write_bytes(pickle.dumps(RunsCode()))
+            torch.save({"payload": RunsCode(marker)}, path)
             replaced += 1
     assert replaced == len(SAVE_STEPS) * (2 * WORLD + 1)
     assert_tables_equal(merged, analyze([run, "--base", native / "base"], tmp_path / "actual"))
