@@ -65,7 +65,7 @@ class Run:
     base: Checkpoint
     checkpoints: tuple
     sources: tuple = ()
-    notes: list = field(default_factory=list)
+    notes: list = field(default_factory=list, compare=False, hash=False)  # remarks, not identity
 
     @property
     def steps(self) -> list[int]:
