@@ -39,6 +39,7 @@ from relex_core.synthetic import qwen2_shapes  # noqa: E402
 
 WORLD = 3
 DIMS = {"hidden": 896, "intermediate": 4864, "vocab": 32768, "heads": 14, "kv_heads": 2}
+TINY = {"hidden": 32, "intermediate": 70, "vocab": 97, "heads": 4, "kv_heads": 2}  # --tiny: the smoke test's
 PIECE = 64 << 20
 
 
@@ -72,11 +73,11 @@ def _write_rank(rank: int, folder: Path, shapes: dict, steps) -> None:
     dist.destroy_process_group()
 
 
-def generate(folder: Path, layers: int, checkpoints: int) -> dict:
+def generate(folder: Path, layers: int, checkpoints: int, dims=DIMS) -> dict:
     """Write the verl run, its safetensors copy and the base (reused when present)."""
     from safetensors.torch import save_file
 
-    dims = dict(DIMS, layers=layers)
+    dims = dict(dims, layers=layers)
     steps = [0, *range(10, 10 * checkpoints + 1, 10)]
     description = {"dims": dims, "steps": steps, "world": WORLD}
     record = folder / "native-run.json"
@@ -162,9 +163,10 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "bench" / "NATIVE.md"))
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes, to check that the kit runs")
     args = parser.parse_args()
     folder = Path(args.data)
-    generated = generate(folder, args.layers, args.checkpoints)
+    generated = generate(folder, args.layers, args.checkpoints, TINY if args.tiny else DIMS)
     torch.set_num_threads(1)  # the pass's own setting (gram.PASS_TORCH_THREADS)
     verl_run = open_run(folder / "verl", base=folder / "base")
     hf_run = open_run(folder / "hf", base=folder / "base")
