@@ -125,8 +125,8 @@ def _candidates(folder: Path, subfolders) -> list[tuple[str, Path]]:
     return found
 
 
-def _choose(folder: Path, subfolders, prefer: str) -> tuple[Checkpoint, bool]:
-    """(the checkpoint at `folder`, step unset, and whether it held both kinds of weights)."""
+def _choose(folder: Path, subfolders, prefer: str, step: int = 0) -> tuple[Checkpoint, bool]:
+    """(the checkpoint at `folder`, and whether it held both kinds of weights: shards and HF copies)."""
     found = _candidates(folder, subfolders)
     if not found:
         raise RelexError("checkpoint folder holds no model weights (*.safetensors, *.bin, *.pt, FSDP rank files or "
@@ -135,7 +135,7 @@ def _choose(folder: Path, subfolders, prefer: str) -> tuple[Checkpoint, bool]:
     copies = [candidate for candidate in found if candidate[0] not in NATIVE_FORMATS]
     ordered = (native + copies) if prefer == "native" else (copies + native)
     fmt, path = ordered[0]
-    return Checkpoint(-1, path, fmt, _config_dir(folder, fmt, path)), bool(native and copies)
+    return Checkpoint(step, path, fmt, _config_dir(folder, fmt, path)), bool(native and copies)
 
 
 def _config_dir(folder: Path, fmt: str, path: Path) -> Path | None:
@@ -307,8 +307,8 @@ def _scan_folder(root: Path, prefer: str, notes: list) -> list[Checkpoint]:
             notes.append(f"skipped {folder.name}: {reason}")
             continue
         _check_trainer_state(folder, step)
-        checkpoint, has_both = _choose(folder, subfolders, prefer)
-        checkpoints.append(Checkpoint(step, checkpoint.path, checkpoint.format, checkpoint.config_dir))
+        checkpoint, has_both = _choose(folder, subfolders, prefer, step)
+        checkpoints.append(checkpoint)
         if has_both:
             both.append(step)
     if both:
@@ -345,9 +345,8 @@ def _at(step: int, location: Path, prefer: str) -> Checkpoint:
 
     if not location.is_dir():
         return Checkpoint(step, location, detect_format(location))
-    checkpoint, _ = _choose(location, ("", "actor", "actor/huggingface", "pytorch_model_fsdp_0", "policy/weights"),
-                            prefer)
-    return Checkpoint(step, checkpoint.path, checkpoint.format, checkpoint.config_dir)
+    return _choose(location, ("", "actor", "actor/huggingface", "pytorch_model_fsdp_0", "policy/weights"), prefer,
+                   step)[0]
 
 
 def _reject_duplicates(checkpoints: list[Checkpoint]) -> None:
