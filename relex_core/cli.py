@@ -21,8 +21,12 @@ from .options import FIT_NAMES, parse_fit
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, window: bool = True) -> None:
-    parser.add_argument("run", help="run folder (checkpoint-N, global_step_N, ...) or a step,path manifest")
+    parser.add_argument("run", nargs="+", help="run folder (checkpoint-N, global_step_N, ...) or a step,path "
+                        "manifest; several for a job resumed into new folders, in order")
     parser.add_argument("--base", help="base checkpoint (default: the run's step-0 checkpoint)")
+    parser.add_argument("--prefer", choices=("native", "hf"), default="native",
+                        help="where a checkpoint holds both: the trainer's fp32 shards (native, default) or "
+                        "the HF copies (hf)")
     if window:
         parser.add_argument("--window", default=None, help="observation window A:B in steps, inclusive (default: all)")
     parser.add_argument("--rank", type=int, default=1, help="number of trajectory directions (default 1)")
@@ -46,7 +50,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_fit(args):
     fit = parse_fit(getattr(args, "fit", "linear"))  # a bad name fails before the pass
-    run = open_run(args.run, base=args.base)
+    run = open_run(args.run, base=args.base, prefer=args.prefer)
     run.refuse_inside(args.cache_dir, "cache folder")
     if getattr(args, "out", None) is not None:  # a bad --out must fail before the pass, not after it
         folder = _check_output_path(args.out, run)
@@ -56,7 +60,7 @@ def _load_fit(args):
 
     run_gram = compute_gram(run, cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
                             device=args.device, progress=not args.quiet)
-    for note in run_gram.notes:
+    for note in (*run.notes, *run_gram.notes):  # after the pass: a failed run prints its one error line alone
         print(f"relex: note: {note}", file=sys.stderr)
     from .analysis import WindowFit
 
@@ -130,7 +134,7 @@ def command_backtest(args) -> None:
     out = _check_output_path(args.out, fit.run_gram.run)
     frame = fit.backtest_frame()
     if frame.empty:
-        raise RelexError(f"no checkpoint after the window {args.window} to test against", path=args.run)
+        raise RelexError(f"no checkpoint after the window {args.window} to test against", path=fit.run_gram.run.source)
     _write_tables({"backtest.csv": frame, "backtest_by_layer.csv": fit.backtest_frame("layer"),
                    "backtest_by_module.csv": fit.backtest_frame("module"), **_discarded_energy_tables(fit)}, out)
     print(frame.pivot(index="target_step", columns="method", values="rel_error").to_string(float_format="%.4f"))

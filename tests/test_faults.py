@@ -60,10 +60,11 @@ def finish(process: subprocess.Popen, timeout=120) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-def maps_weights(pid: int) -> bool:
-    """True once the process has memory-mapped a checkpoint file, i.e. the pass has begun."""
+def reads_weights(pid: int) -> bool:
+    """True once the process holds a checkpoint file open for reading rows, i.e. the pass has begun
+    (the reader opens its descriptors on the first read)."""
     try:
-        return ".safetensors" in Path(f"/proc/{pid}/maps").read_text()
+        return any(os.readlink(entry).endswith(".safetensors") for entry in Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
         return False
 
@@ -87,13 +88,13 @@ def assert_trusted_cache_matches(run: Path, cache_dir: Path, gram: np.ndarray) -
     return cache.cache_path(cache_dir, cached.fingerprint).name
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see when the pass starts")
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to see when the pass starts")
 def test_analysis_killed_mid_pass_leaves_no_trusted_cache(slow_run, reference, tmp_path):
     reference_out, reference_gram = reference
     cache_dir = tmp_path / "cache"
     process = analyze(slow_run, tmp_path / "killed", cache_dir, "--chunk-mb", SLOW_CHUNK_MB)
     deadline = time.monotonic() + 60
-    while not maps_weights(process.pid):
+    while not reads_weights(process.pid):
         assert process.poll() is None, process.communicate()[1]
         assert time.monotonic() < deadline, "the analysis never opened a checkpoint"
         time.sleep(0.01)

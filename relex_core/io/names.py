@@ -25,6 +25,19 @@ _GLOBAL_MODULES = {
     "wpe": "position_embed", "norm": "final_norm", "ln_f": "final_norm",
 }
 
+# Name components that training wrappers add and HF checkpoints do not have: FSDP1, torch.compile,
+# activation checkpointing. DDP's leading "module." is one too.
+_WRAPPER_PARTS = ("_fsdp_wrapped_module", "_orig_mod", "_checkpoint_wrapped_module")
+
+
+def strip_wrappers(tensor_name: str) -> str:
+    """'_fsdp_wrapped_module.model._orig_mod.layers.0.x' -> 'model.layers.0.x': the name HF gives the tensor."""
+    parts = [part for part in tensor_name.split(".") if part not in _WRAPPER_PARTS]
+    if parts[:1] == ["module"] and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
 EMBEDDING_NAMES = ("model.embed_tokens.weight", "transformer.wte.weight", "embed_tokens.weight")
 LM_HEAD_NAMES = ("lm_head.weight",)
 
