@@ -33,7 +33,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from relex_core.gram import compute_gram, open_layout, plan_chunks  # noqa: E402
+from relex_core.gram import compute_gram, pass_items  # noqa: E402
+from relex_core.stream import open_layout  # noqa: E402
 from relex_core.io.discover import open_run  # noqa: E402
 from relex_core.synthetic import qwen2_shapes  # noqa: E402
 
@@ -136,7 +137,7 @@ def reader_pass(run, chunk_mb: float = 256) -> tuple[float, int]:
     started = time.perf_counter()
     layout = open_layout(run)
     try:
-        items = plan_chunks(layout, chunk_mb)
+        items = pass_items(layout, chunk_mb)  # the Gram pass's own chunks
         readers = (layout.base, *layout.readers)
         largest = max((stop - start) * layout.base.tensors[name].row_numel * 8 for name, start, stop in items)
         buffer = torch.empty(largest, dtype=torch.uint8)
