@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 # Public names load on first use (PEP 562), so `relex --help` and input errors found before any
 # tensor is read answer at once instead of after importing torch and pandas.
 _PUBLIC = {"WindowFit": "analysis", "parse_window": "analysis", "spectrum_frame": "analysis",
-           "stability_frame": "analysis", "principal_angles_frame": "analysis", "FitSpec": "options",
+           "stability_frame": "analysis", "principal_angles_frame": "analysis", "changed_frame": "analysis",
+           "FitSpec": "options",
            "RelexError": "errors", "RunGram": "gram", "compute_gram": "gram",
            "open_run": "io.discover", "extrapolate": "export", "reconstruct": "export", "ExportResult": "export",
            "window_end_backtests": "selection", "suggest_window": "selection",

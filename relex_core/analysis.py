@@ -234,7 +234,8 @@ class WindowFit:
         r2_after_window, r2_after_window_rank_k (the same for the checkpoints after the window
         against the extrapolated trend; SS_tot around their own mean, as the official plot script;
         NaN with fewer than two), update_norm (‖Δ‖ at the window's last checkpoint),
-        relative_update (update_norm / ‖θ_0‖).
+        relative_update (update_norm / ‖θ_0‖), changed_share (share of the tensor's elements whose
+        stored value at the window's last checkpoint differs from the base's; NaN if not counted).
         """
         sigma = self.decomposition.sigma
         frame = self._labels()
@@ -254,7 +255,15 @@ class WindowFit:
         frame["update_norm"] = np.sqrt(self.run_gram.gram[:, last, last])
         with np.errstate(invalid="ignore", divide="ignore"):
             frame["relative_update"] = frame["update_norm"] / np.sqrt(self.run_gram.base_sq_norm)
+        frame["changed_share"] = self._changed_at_last() / self.run_gram.numels
         return frame
+
+    def _changed_at_last(self) -> np.ndarray:
+        """(n,) elements whose stored value differs from the base at the window's last checkpoint."""
+        changed = self.run_gram.changed
+        if changed is None:
+            return np.full(len(self.run_gram.names), np.nan)
+        return changed[:, self.last_position].astype(np.float64)
 
     def _sums_of_squares(self, part: str = "window"):
         """Per tensor and component (n, k): residual and total sums of squares of the trend.
@@ -280,7 +289,8 @@ class WindowFit:
         Columns: the group column (layer or module; none for model), tensors, numel,
         energy_rank1 (Σλ_1 / Σλ), energy_rank_k, r2 (1 − ΣSS_res / ΣSS_tot of c_1 on the fitted
         checkpoints), r2_after_window (the same after the window, against the extrapolated trend),
-        update_norm (sqrt Σ‖Δ_last‖²), relative_update (update_norm / sqrt Σ‖θ_0‖²).
+        update_norm (sqrt Σ‖Δ_last‖²), relative_update (update_norm / sqrt Σ‖θ_0‖²), changed_share
+        (Σ changed elements / Σ numel at the window's last checkpoint).
         """
         squares = self.decomposition.sigma**2
         residual, total = self._sums_of_squares()
@@ -290,7 +300,8 @@ class WindowFit:
             "numel": self.run_gram.numels, "lambda_1": squares[:, 0], "lambda_k": squares[:, :self.rank].sum(axis=1),
             "lambda_total": self.decomposition.total_energy, "ss_residual": residual[:, 0], "ss_total": total[:, 0],
             "ss_after_residual": after_residual[:, 0], "ss_after_total": after_total[:, 0],
-            "update_sq": self.run_gram.gram[:, last, last], "base_sq": self.run_gram.base_sq_norm})
+            "update_sq": self.run_gram.gram[:, last, last], "base_sq": self.run_gram.base_sq_norm,
+            "changed": self._changed_at_last()})
         labels = self._labels()
         if by == "model":
             grouped = parts.sum().to_frame().T
@@ -309,8 +320,12 @@ class WindowFit:
             grouped["r2_after_window"] = 1.0 - grouped["ss_after_residual"] / grouped["ss_after_total"]
             grouped["update_norm"] = np.sqrt(grouped["update_sq"])
             grouped["relative_update"] = grouped["update_norm"] / np.sqrt(grouped["base_sq"])
+            grouped["changed_share"] = grouped["changed"] / grouped["numel"]
+        if self.run_gram.changed is None:  # groupby's sum turned the missing counts into zeros
+            grouped["changed_share"] = np.nan
         keep = [column for column in (by, "tensors", "numel", "energy_rank1", "energy_rank_k", "r2",
-                                      "r2_after_window", "update_norm", "relative_update") if column in grouped.columns]
+                                      "r2_after_window", "update_norm", "relative_update", "changed_share")
+                if column in grouped.columns]
         return grouped[keep]
 
     def coefficients_frame(self, tensors=None) -> pd.DataFrame:
@@ -509,3 +524,28 @@ def stability_frame(run_gram: RunGram, window_ends=None, start=None, reference=N
         records.append(record)
     return pd.DataFrame.from_records(records, columns=["window_end", "overlap_model", "overlap_median", "overlap_min",
                                                        *cosine_columns, "principal_cosine_min"])
+
+
+def changed_frame(run_gram: RunGram, by: str = "model") -> pd.DataFrame:
+    """How visible the updates are: per checkpoint, the share of elements whose stored value differs
+    from the base's (a bf16 trajectory whose steps are below bf16's spacing stays mostly unchanged).
+
+    by: 'model', 'layer', 'module', 'dtype' (the checkpoints' stored dtype) or 'tensor'.
+    Columns: [group column], step, changed (elements), numel, changed_share. Empty (with these
+    columns) when the RunGram carries no counts.
+    """
+    columns = ([] if by == "model" else [by]) + ["step", "changed", "numel", "changed_share"]
+    if run_gram.changed is None:
+        return pd.DataFrame(columns=columns)
+    labels = {"model": np.zeros(len(run_gram.names), dtype=np.int64), "tensor": np.array(run_gram.names, dtype=object),
+              "layer": pd.array(run_gram.layers, dtype="Int64"), "module": np.array(run_gram.modules, dtype=object),
+              "dtype": np.array(run_gram.checkpoint_dtypes or run_gram.dtypes, dtype=object)}
+    if by not in labels:
+        raise ValueError(f"by must be one of {', '.join(labels)}, not {by!r}")
+    steps = run_gram.steps
+    long = pd.DataFrame({"group": np.repeat(labels[by], len(steps)), "step": np.tile(steps, len(run_gram.names)),
+                         "changed": run_gram.changed.ravel(), "numel": np.repeat(run_gram.numels, len(steps))})
+    grouped = long.groupby(["group", "step"], dropna=False, sort=True)[["changed", "numel"]].sum().reset_index()
+    grouped["changed_share"] = grouped["changed"] / grouped["numel"]
+    grouped = grouped.rename(columns={"group": by})
+    return grouped[columns].reset_index(drop=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: per-checkpoint counts of changed elements
 STALE_SECONDS = 3600  # a temporary cache file this old belongs to a writer that was killed
 
 
@@ -50,14 +50,15 @@ def save(run_gram, cache_dir) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     header = {"format": CACHE_FORMAT, "fingerprint": run_gram.fingerprint, "names": run_gram.names,
               "shapes": [list(shape) for shape in run_gram.shapes], "dtypes": run_gram.dtypes,
-              "tied": run_gram.tied, "notes": run_gram.notes}
+              "tied": run_gram.tied, "notes": run_gram.notes, "checkpoint_dtypes": run_gram.checkpoint_dtypes}
     target = cache_path(cache_dir, run_gram.fingerprint)
     _remove_stale_temporaries(cache_dir)
     handle, temporary = tempfile.mkstemp(prefix=".gram-", suffix=".tmp", dir=cache_dir)
     try:
         with os.fdopen(handle, "wb") as file:
             np.savez(file, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-                     steps=run_gram.steps, gram=run_gram.gram, base_sq_norm=run_gram.base_sq_norm)
+                     steps=run_gram.steps, gram=run_gram.gram, base_sq_norm=run_gram.base_sq_norm,
+                     changed=run_gram.changed)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, target)
@@ -88,21 +89,24 @@ def load(layout, key: str, cache_dir) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode())
-            steps, gram, base_sq_norm = data["steps"], data["gram"], data["base_sq_norm"]
-        valid = _is_valid(layout, key, header, steps, gram, base_sq_norm)
+            steps, gram, base_sq_norm, changed = data["steps"], data["gram"], data["base_sq_norm"], data["changed"]
+        valid = _is_valid(layout, key, header, steps, gram, base_sq_norm, changed)
     except Exception:  # a foreign or damaged file is a cache miss, never an error
         return None
     if not valid:
         return None
-    return {"header": header, "steps": steps, "gram": gram, "base_sq_norm": base_sq_norm}
+    return {"header": header, "steps": steps, "gram": gram, "base_sq_norm": base_sq_norm, "changed": changed}
 
 
-def _is_valid(layout, key: str, header, steps, gram, base_sq_norm) -> bool:
+def _is_valid(layout, key: str, header, steps, gram, base_sq_norm, changed) -> bool:
     n_tensors, n_checkpoints = len(layout.names), len(layout.readers)
     return (isinstance(header, dict) and header.get("format") == CACHE_FORMAT and header.get("fingerprint") == key
-            and header.get("names") == layout.names and all(field in header for field in ("dtypes", "tied", "notes"))
+            and header.get("names") == layout.names
+            and all(field in header for field in ("dtypes", "tied", "notes", "checkpoint_dtypes"))
+            and len(header["checkpoint_dtypes"]) == n_tensors
             and len(header.get("shapes", ())) == n_tensors
             and steps.shape == (n_checkpoints,) and steps.tolist() == list(layout.run.steps)
             and gram.dtype == np.float64 and gram.shape == (n_tensors, n_checkpoints, n_checkpoints)
             and base_sq_norm.shape == (n_tensors,)
+            and changed.dtype == np.int64 and changed.shape == (n_tensors, n_checkpoints) and bool((changed >= 0).all())
             and bool(np.isfinite(gram).all()) and bool(np.isfinite(base_sq_norm).all()))

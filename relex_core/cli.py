@@ -106,7 +106,7 @@ def _write_tables(tables: dict, folder: Path) -> None:
 
 def command_analyze(args) -> None:
     fit = _load_fit(args)
-    from .analysis import principal_angles_frame, spectrum_frame, stability_frame
+    from .analysis import changed_frame, principal_angles_frame, spectrum_frame, stability_frame
 
     out = _check_output_path(args.out, fit.run_gram.run)
     window = (fit.window_steps[0], fit.window_steps[-1])
@@ -115,11 +115,12 @@ def command_analyze(args) -> None:
                    "coefficients.csv": fit.coefficients_frame(), "spectra.csv": spectrum_frame(fit),
                    "stability.csv": stability_frame(fit.run_gram, start=window[0], rank=fit.rank),
                    "principal_angles.csv": principal_angles_frame(fit.run_gram, window, None, rank=fit.rank),
-                   **_discarded_energy_tables(fit)}, out)
+                   "changed.csv": changed_frame(fit.run_gram, "dtype"), **_discarded_energy_tables(fit)}, out)
     model = fit.summary_frame("model").iloc[0]
     print(f"window {window[0]}:{window[1]} ({len(fit.window_steps)} checkpoints), {int(model.tensors)} tensors, "
           f"fit {fit.fit_name}: energy_rank1 {model.energy_rank1:.4f}, r2 {model.r2:.4f}, "
-          f"r2 after the window {model.r2_after_window:.4f}")
+          f"r2 after the window {model.r2_after_window:.4f}; {model.changed_share:.1%} of the elements differ "
+          f"from the base at step {window[1]}")
 
 
 def _discarded_energy_tables(fit) -> dict:

@@ -18,7 +18,7 @@ part of a small update; how much is measured on the way (`rounding_loss`).
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,8 @@ from .stream import (ByteProgress, ReadAhead, RunLayout, WorkItem, budget_bytes,
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
 DEFAULT_SHARD_SIZE = 5 * 10**9
-# Copied beside the weights, from the last window checkpoint (else the base), so the folder loads as is.
+# Copied beside the weights, from the last window checkpoint (else the base), so the folder loads as is;
+# for a native checkpoint (verl FSDP shards, DCP) from the HF folder beside it (verl's actor/huggingface).
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer*.json", "vocab*", "merges.txt",
               "special_tokens_map.json", "added_tokens.json", "chat_template*", "*.model")
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -183,6 +184,7 @@ def _plan_tensors(fit: WindowFit, base: CheckpointReader, dtype: torch.dtype | N
 
 def _export(fit: WindowFit, targets: _Targets, out, options: ExportOptions) -> list[ExportResult]:
     run = fit.run_gram.run
+    options = _native_default_dtype(run, options)
     destination = Path(out).expanduser().absolute()
     run.refuse_inside(destination, "output folder")
     for root in run.roots():
@@ -370,11 +372,23 @@ def _header_metadata(record: dict) -> dict:
             "relex_run": record["run"]}
 
 
+def _native_default_dtype(run, options: ExportOptions) -> ExportOptions:
+    """With no --dtype, a base read from native shards (fp32 master weights) is written in the dtype
+    its HF config names, as the model is published and loaded; an HF base keeps its stored dtypes."""
+    if options.dtype is not None or not run.base.native:
+        return options
+    named = run.config().get("torch_dtype") or run.config().get("dtype")
+    return replace(options, dtype=DTYPES[named]) if named in DTYPES else options
+
+
 def _copy_side_files(fit: WindowFit, folder: Path, dtype) -> None:
-    """config, generation config and tokenizer from the last window checkpoint, else from the base."""
+    """config, generation config and tokenizer from the last window checkpoint, else from the base
+    (each one's HF config folder first: verl keeps them in actor/huggingface beside the rank files)."""
     run = fit.run_gram.run
-    sources = [run.checkpoints[fit.last_position].path, run.base.path]
-    sources = [source for source in sources if source.is_dir()]
+    sources = []
+    for checkpoint in (run.checkpoints[fit.last_position], run.base):
+        sources += [source for source in (checkpoint.config_dir, checkpoint.path)
+                    if source is not None and source.is_dir() and source not in sources]
     copied = {}
     for pattern in SIDE_FILES:
         for source in sources:

@@ -9,9 +9,13 @@ the result does not depend on the thread count. The deltas are exact for bf16/fp
 checkpoints; products and sums round as in a float64 brute force.
 
 The unit of work is `item_gram(layout, item, new)`: a plain function of the layout and one
-(tensor, row range) that returns that range's Gram block and ‖θ_0‖². Summing the blocks of
+(tensor, row range) that returns that range's `GramBlock` (Gram block, ‖θ_0‖², and how many
+elements each checkpoint stores differently from the base). Summing the blocks of
 `pass_items(layout)` per tensor gives the pass's Gram, in any order, on any machine; with `new`
 it returns only the rows of new checkpoints, G[new, all], to grow a Gram without redoing it.
+
+The changed-element counts come free with the subtraction: Δ_t is exact, so Δ_t ≠ 0 exactly
+where the stored θ_t differs from θ_0. They show when a bf16 trajectory is mostly rounding.
 """
 
 import sys
@@ -19,6 +23,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +48,9 @@ class RunGram:
         base_sq_norm: (n_tensors,) ‖θ_0‖² per tensor, for relative-size figures.
         tied: {alias tensor name: source tensor name} for a tied lm_head stored twice.
         notes: remarks worth showing the user (e.g. mixed dtypes).
+        changed: (n_tensors, N) int64, elements whose stored value differs from the base's at each
+            checkpoint (None for a RunGram built from Gram matrices alone).
+        checkpoint_dtypes: per tensor, the dtype the checkpoints store it in ('mixed' if they differ).
     """
     run: Run
     steps: np.ndarray
@@ -55,16 +63,20 @@ class RunGram:
     notes: list = field(default_factory=list)
     fingerprint: str = ""
     from_cache: bool = False
+    changed: np.ndarray | None = None
+    checkpoint_dtypes: list = field(default_factory=list)
 
     @classmethod
-    def from_sums(cls, layout: RunLayout, gram: np.ndarray, base_sq_norm: np.ndarray) -> "RunGram":
-        """The RunGram of a layout whose items' blocks were summed into `gram` and `base_sq_norm`
-        (by `run_gram_pass`, or by any engine that hands out `item_gram` work)."""
+    def from_sums(cls, layout: RunLayout, gram: np.ndarray, base_sq_norm: np.ndarray,
+                  changed: np.ndarray) -> "RunGram":
+        """The RunGram of a layout whose items' blocks were summed into `gram`, `base_sq_norm` and
+        `changed` (by `run_gram_pass`, or by any engine that hands out `item_gram` work)."""
         base = layout.base.tensors
         return cls(run=layout.run, steps=np.array(layout.run.steps, dtype=np.int64)[layout.positions],
                    names=list(layout.names), shapes=[tuple(base[name].shape) for name in layout.names],
                    dtypes=[dtype_name(base[name].dtype) for name in layout.names], gram=gram,
-                   base_sq_norm=base_sq_norm, tied=dict(layout.tied), notes=list(layout.notes))
+                   base_sq_norm=base_sq_norm, tied=dict(layout.tied), notes=list(layout.notes), changed=changed,
+                   checkpoint_dtypes=checkpoint_dtypes(layout))
 
     @property
     def numels(self) -> np.ndarray:
@@ -88,6 +100,15 @@ class RunGram:
                              f"(steps: {_step_summary(self.steps)})", path=self.run.source) from None
 
 
+def checkpoint_dtypes(layout: RunLayout) -> list[str]:
+    """Per analysed tensor, the dtype the checkpoints (base excluded) store it in, or 'mixed'."""
+    stored = []
+    for name in layout.names:
+        dtypes = {dtype_name(reader.tensors[name].dtype) for reader in layout.readers}
+        stored.append(dtypes.pop() if len(dtypes) == 1 else "mixed")
+    return stored
+
+
 def _step_summary(steps) -> str:
     steps = list(steps)
     return ", ".join(map(str, steps)) if len(steps) <= 6 else f"{steps[0]}, {steps[1]}, …, {steps[-1]}"
@@ -104,9 +125,17 @@ def pass_items(layout: RunLayout, chunk_mb: float = 256) -> list[WorkItem]:
     return plan_chunks(layout, budget_bytes(chunk_mb), 8 * (len(layout.readers) + 1))
 
 
+class GramBlock(NamedTuple):
+    """What one work item adds to the pass: its Gram block (K × N; N × N for the whole run), ‖θ_0‖²
+    of its rows, and per checkpoint row of the block (K,) how many elements differ from the base."""
+    gram: np.ndarray
+    base_sq_norm: float
+    changed: np.ndarray
+
+
 def item_gram(layout: RunLayout, item: WorkItem, new=None, *, out: torch.Tensor | None = None,
-              device: str = "cpu", pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, float]:
-    """The Gram block of one work item and its ‖θ_0‖²: `read_rows`, then `gram_block`.
+              device: str = "cpu", pool: ThreadPoolExecutor | None = None) -> GramBlock:
+    """The `GramBlock` of one work item: `read_rows`, then `gram_block`.
 
     new: None for the whole (N × N) block; positions in layout.readers (a slice or a list) for
     only their rows, the (K × N) block G[new, all]. out: a reused read buffer (`chunk_bytes`).
@@ -115,8 +144,9 @@ def item_gram(layout: RunLayout, item: WorkItem, new=None, *, out: torch.Tensor 
 
 
 def gram_block(rows: torch.Tensor, new=None, *, device: str = "cpu",
-               pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, float]:
-    """Δ[new] Δᵀ (float64 numpy; N × N when new is None) and ‖θ_0‖² for a chunk of `read_rows`.
+               pool: ThreadPoolExecutor | None = None) -> GramBlock:
+    """Δ[new] Δᵀ (float64 numpy; N × N when new is None), ‖θ_0‖² and the count of Δ[new] ≠ 0 per row,
+    for a chunk of `read_rows`.
 
     Precision is a float64 brute force's: stored values convert exactly to float64, the
     difference of two bf16/fp16/fp32 values is exact in float64 (and products of bf16/fp16
@@ -130,7 +160,8 @@ def gram_block(rows: torch.Tensor, new=None, *, device: str = "cpu",
         values = rows.to(device).to(torch.float64)
         deltas = values[1:] - values[0]
         chosen = deltas if new is None else deltas[new]
-        return (chosen @ deltas.T).cpu().numpy(), float(values[0] @ values[0])
+        return GramBlock((chosen @ deltas.T).cpu().numpy(), float(values[0] @ values[0]),
+                         (chosen != 0).sum(dim=1).cpu().numpy().astype(np.int64))
     count, numel = rows.shape
     columns = block_columns(count)
     bounds = [(first, min(numel, first + columns)) for first in range(0, numel, columns)]
@@ -140,18 +171,19 @@ def gram_block(rows: torch.Tensor, new=None, *, device: str = "cpu",
         parts = (future.result() for future in [pool.submit(_block_product, rows, first, stop, new)
                                                  for first, stop in bounds])
     rows_out = count - 1 if new is None else len(np.arange(count - 1)[new])
-    gram, base_square = np.zeros((rows_out, count - 1)), 0.0
-    for block, block_base_square in parts:
-        gram += block
-        base_square += block_base_square
-    return gram, base_square
+    gram, base_square, changed = np.zeros((rows_out, count - 1)), 0.0, np.zeros(rows_out, dtype=np.int64)
+    for block in parts:
+        gram += block.gram
+        base_square += block.base_sq_norm
+        changed += block.changed
+    return GramBlock(gram, base_square, changed)
 
 
 _scratch = threading.local()  # one float64 block buffer per thread, reused from block to block
 
 
-def _block_product(rows: torch.Tensor, first: int, stop: int, new) -> tuple[np.ndarray, float]:
-    """Δ[new] Δᵀ and ‖θ_0‖² of columns [first, stop): converted to float64, θ_0 subtracted."""
+def _block_product(rows: torch.Tensor, first: int, stop: int, new) -> GramBlock:
+    """The GramBlock of columns [first, stop): converted to float64, θ_0 subtracted."""
     count, width = rows.shape[0], stop - first
     scratch = getattr(_scratch, "buffer", None)
     if scratch is None or scratch.numel() < count * width:
@@ -161,7 +193,8 @@ def _block_product(rows: torch.Tensor, first: int, stop: int, new) -> tuple[np.n
     block[1:] -= block[0]
     base_square = float(block[0].dot(block[0]))
     deltas = block[1:].numpy()
-    return (deltas @ deltas.T if new is None else deltas[new] @ deltas.T), base_square
+    chosen = deltas if new is None else deltas[new]
+    return GramBlock(chosen @ deltas.T, base_square, np.count_nonzero(chosen, axis=1).astype(np.int64))
 
 
 # ---------------------------------------------------------------- the local engine
@@ -191,6 +224,7 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
     position = {name: index for index, name in enumerate(layout.names)}
     gram = np.zeros((len(layout.names), len(layout.readers), len(layout.readers)))
     base_sq_norm = np.zeros(len(layout.names))
+    changed = np.zeros((len(layout.names), len(layout.readers)), dtype=np.int64)
     workers = workers or threads.cores()
     products = ThreadPoolExecutor(workers, thread_name_prefix="relex-gram") if device == "cpu" and workers > 1 \
         else nullcontext()
@@ -204,14 +238,15 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
             ReadAhead(items, read, chunk_bytes(layout, items), prefetch) as chunks:
         for number, (item, rows) in enumerate(chunks):
             index = position[item.tensor]
-            block, base_square = gram_block(rows, device=device, pool=pool)
-            gram[index] += block
-            base_sq_norm[index] += base_square
+            block = gram_block(rows, device=device, pool=pool)
+            gram[index] += block.gram
+            base_sq_norm[index] += block.base_sq_norm
+            changed[index] += block.changed
             last_chunk_of_tensor = number + 1 == len(items) or items[number + 1].tensor != item.tensor
             if last_chunk_of_tensor and not (np.isfinite(gram[index]).all() and np.isfinite(base_sq_norm[index])):
                 raise locate_non_finite(layout, item.tensor)
             bar.advance((item.stop - item.start) * bytes_per_row[item.tensor])
-    return RunGram.from_sums(layout, gram, base_sq_norm)
+    return RunGram.from_sums(layout, gram, base_sq_norm, changed)
 
 
 def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: float = 256,
@@ -237,7 +272,8 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
             return RunGram(run=run, steps=cached["steps"], names=header["names"],
                            shapes=[tuple(shape) for shape in header["shapes"]], dtypes=header["dtypes"],
                            gram=cached["gram"], base_sq_norm=cached["base_sq_norm"], tied=header["tied"],
-                           notes=header["notes"], fingerprint=key, from_cache=True)
+                           notes=header["notes"], fingerprint=key, from_cache=True, changed=cached["changed"],
+                           checkpoint_dtypes=header["checkpoint_dtypes"])
         result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress)
     result.fingerprint = key
     try:

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.linalg
+import torch
 
-from relex_core import RelexError, RunGram, WindowFit, principal_angles_frame, stability_frame
+from relex_core import RelexError, RunGram, WindowFit, compute_gram, open_run, principal_angles_frame, stability_frame
 from relex_core.io.discover import Checkpoint, Run
+from relex_core.synthetic import make_run
 from tests.brute_force import line_fit, rank1_drift, relex_prediction, trajectory_svd
 
 STEPS = np.array([50, 100, 150, 200, 250, 300, 350, 400, 500, 600])
@@ -361,3 +363,25 @@ def test_a_sin_fit_through_the_gram_recovers_a_sinusoidal_trajectory():
         np.testing.assert_allclose(weights[0, :, column] @ deltas[:25], curve(step) * direction, atol=1e-6)
     assert fit.tensors_frame().r2[0] == pytest.approx(1.0, abs=1e-10)
     assert fit.tensors_frame().r2_after_window[0] == pytest.approx(1.0, abs=1e-8)
+
+
+def test_changed_shares_sum_counts_and_elements_over_tensors_groups_and_checkpoints(tmp_path):
+    from relex_core.analysis import changed_frame
+
+    folder = make_run(tmp_path / "run", steps=(10, 20, 30, 40), dtype=torch.bfloat16, relative_update=1e-4)
+    run_gram = compute_gram(open_run(folder), cache_dir=tmp_path / "cache", progress=False)
+    counts, numels = run_gram.changed.astype(float), run_gram.numels.astype(float)
+    fit = WindowFit(run_gram, window="10:30")
+    np.testing.assert_array_equal(fit.tensors_frame()["changed_share"], counts[:, 2] / numels)
+    assert fit.summary_frame()["changed_share"].iloc[0] == pytest.approx(counts[:, 2].sum() / numels.sum())
+    modules = fit.summary_frame("module").set_index("module")["changed_share"]
+    for module in modules.index:
+        rows = np.array(run_gram.modules) == module
+        assert modules[module] == pytest.approx(counts[rows, 2].sum() / numels[rows].sum())
+    model = changed_frame(run_gram)
+    assert list(model["step"]) == [10, 20, 30, 40]
+    np.testing.assert_allclose(model["changed_share"], counts.sum(axis=0) / numels.sum())
+    by_dtype = changed_frame(run_gram, "dtype")
+    assert set(by_dtype["dtype"]) == {"bfloat16"} and np.array_equal(by_dtype["changed"], model["changed"])
+    by_tensor = changed_frame(run_gram, "tensor")
+    assert len(by_tensor) == 4 * len(run_gram.names) and by_tensor["changed"].sum() == counts.sum()

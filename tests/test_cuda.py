@@ -43,13 +43,14 @@ def test_a_chunk_multiplied_on_the_gpu_equals_the_cpu_block(tmp_path):
     finally:
         layout.close()
     assert rows.dtype == torch.bfloat16  # rows travel to the GPU as stored
-    on_gpu, base_square_gpu = gram_block(rows, device="cuda")
-    on_cpu, base_square_cpu = gram_block(rows)
-    np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-12)
-    assert base_square_gpu == pytest.approx(base_square_cpu, rel=1e-12)
+    on_gpu, on_cpu = gram_block(rows, device="cuda"), gram_block(rows)
+    np.testing.assert_allclose(on_gpu.gram, on_cpu.gram, rtol=1e-12)
+    assert on_gpu.base_sq_norm == pytest.approx(on_cpu.base_sq_norm, rel=1e-12)
+    assert np.array_equal(on_gpu.changed, on_cpu.changed)
     # only the rows of the newest checkpoints, G[new, all], as a live update asks for
-    new_rows, _ = gram_block(rows, slice(1, 3), device="cuda")
-    np.testing.assert_allclose(new_rows, on_cpu[1:3], rtol=1e-12)
+    new_rows = gram_block(rows, slice(1, 3), device="cuda")
+    np.testing.assert_allclose(new_rows.gram, on_cpu.gram[1:3], rtol=1e-12)
+    assert np.array_equal(new_rows.changed, on_cpu.changed[1:3])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

@@ -124,15 +124,18 @@ def test_work_items_summed_in_any_order_give_the_pass_s_gram(wide_run):
         in_order = np.zeros_like(reference.gram)
         shuffled = np.zeros_like(reference.gram)
         base_sq = np.zeros(len(layout.names))
+        changed = np.zeros_like(reference.changed)
         for item in items:
-            block, base_square = item_gram(layout, item)
-            in_order[layout.names.index(item.tensor)] += block
-            base_sq[layout.names.index(item.tensor)] += base_square
+            block = item_gram(layout, item)
+            in_order[layout.names.index(item.tensor)] += block.gram
+            base_sq[layout.names.index(item.tensor)] += block.base_sq_norm
+            changed[layout.names.index(item.tensor)] += block.changed
         for number in np.random.default_rng(0).permutation(len(items)):
             item = items[number]
-            shuffled[layout.names.index(item.tensor)] += item_gram(layout, item)[0]
+            shuffled[layout.names.index(item.tensor)] += item_gram(layout, item).gram
     assert np.array_equal(in_order, reference.gram)  # the pass is this sum, in this order
-    assembled = RunGram.from_sums(layout, in_order, base_sq)
+    assert np.array_equal(changed, reference.changed)
+    assembled = RunGram.from_sums(layout, in_order, base_sq, changed)
     assert (assembled.names, assembled.shapes, assembled.dtypes) == (reference.names, reference.shapes,
                                                                      reference.dtypes)
     assert list(assembled.steps) == list(reference.steps) == [10, 20, 30, 40, 50, 60]
@@ -164,9 +167,9 @@ def test_new_rows_of_a_grown_run_complete_the_old_gram(wide_run):
         new = slice(4, 6)
         rows = np.zeros((len(layout.names), 2, 6))
         for item in pass_items(layout, chunk_mb=0.5):
-            block, _ = item_gram(layout, item, new)
-            assert block.shape == (2, 6)
-            rows[layout.names.index(item.tensor)] += block
+            block = item_gram(layout, item, new)
+            assert block.gram.shape == (2, 6) and block.changed.shape == (2,)
+            rows[layout.names.index(item.tensor)] += block.gram
     grown = np.zeros_like(full.gram)
     grown[:, :4, :4] = old.gram
     grown[:, 4:, :] = rows
@@ -191,3 +194,32 @@ def test_a_pass_beside_an_export_never_changes_thread_settings(wide_run, tmp_pat
     assert calls == []
     assert torch.get_num_threads() == 1
     assert {info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"} == {1}
+
+
+def brute_force_changed(run_folder, steps):
+    """Per tensor and checkpoint, the count of stored elements that differ from the base's (whole files)."""
+    def load(step):
+        state = {}
+        for file in sorted((run_folder / f"checkpoint-{step}").glob("*.safetensors")):
+            state.update(load_file(file))
+        return state
+    base = load(0)
+    states = [load(step) for step in steps]
+    return {name: np.array([int((state[name] != base[name]).sum()) for state in states]) for name in base}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_pass_counts_the_elements_each_checkpoint_stores_differently_from_the_base(tmp_path, dtype):
+    # A tiny update: in bf16 most of it is below the format's spacing and leaves elements unchanged.
+    steps = (10, 20, 30, 40)
+    folder = make_run(tmp_path / "run", steps=steps, dtype=dtype, relative_update=1e-4)
+    run_gram = compute_gram(open_run(folder), cache_dir=tmp_path / "cache", chunk_mb=0.05, progress=False)
+    expected = brute_force_changed(folder, steps)
+    for index, name in enumerate(run_gram.names):
+        assert np.array_equal(run_gram.changed[index], expected[name]), name
+    shares = run_gram.changed.sum(axis=0) / run_gram.numels.sum()
+    assert (shares < 0.9).all() if dtype == torch.bfloat16 else (shares > 0.99).all()
+    assert run_gram.checkpoint_dtypes == [dtype_name(dtype)] * len(run_gram.names)
+    cached = compute_gram(open_run(folder), cache_dir=tmp_path / "cache", progress=False)
+    assert cached.from_cache and np.array_equal(cached.changed, run_gram.changed)
+    assert cached.checkpoint_dtypes == run_gram.checkpoint_dtypes

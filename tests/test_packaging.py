@@ -149,9 +149,9 @@ from relex_core import (WindowFit, compute_gram, extrapolate, open_run, reconstr
                         update_spectra_frame, window_end_backtests)
 from relex_core.selection import default_holdout
 
-# relex_core.views is the dashboard's code until it moves to relex_dashboard/; __main__ runs the CLI.
+# every engine module imports without streamlit or plotly (__main__ would run the CLI)
 for module in pkgutil.walk_packages(relex_core.__path__, "relex_core."):
-    if not module.name.startswith(("relex_core.views", "relex_core.__main__")):
+    if not module.name.startswith("relex_core.__main__"):
         importlib.import_module(module.name)
 run_gram = compute_gram(open_run({str(SAMPLE_RUN)!r}), cache_dir={str(tmp_path / "cache")!r}, progress=False)
 fit = WindowFit(run_gram, window=":480", rank=2)

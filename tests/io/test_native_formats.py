@@ -6,6 +6,7 @@ torchtitan, accelerate and NeMo-RL do, plus the same weights gathered with `full
 into fp32 HF folders. relex's answers on the native runs must equal its answers on those.
 """
 
+import json
 import os
 import pickle
 import shutil
@@ -26,7 +27,8 @@ from tests.io.native_checkpoints import SAVE_STEPS, WORLD
 from tests.io.test_bad_inputs import RunsCode
 
 TABLE_KEYS = {"tensors.csv": ["tensor"], "coefficients.csv": ["tensor", "step"], "spectra.csv": ["tensor", "index"],
-              "layers.csv": ["layer"], "modules.csv": ["module"], "model.csv": [], "stability.csv": []}
+              "layers.csv": ["layer"], "modules.csv": ["module"], "model.csv": [], "stability.csv": [],
+              "changed.csv": ["dtype", "step"]}
 
 
 def analyze(run_args, out: Path) -> dict:
@@ -239,3 +241,57 @@ def test_weight_files_of_a_native_checkpoint_are_the_model_files(native):
     folder = native / "titan" / "step-4"
     files, _ = dcp.weight_files(folder)
     assert files[0] == folder / ".metadata" and {file.suffix for file in files[1:]} == {".distcp"}
+
+
+def extrapolate(run_args, out: Path, *extra) -> dict:
+    """`relex extrapolate` (window 2:4, target 6) in this process; the exported tensors by name."""
+    code = main(["extrapolate", *map(str, run_args), "--window", "2:4", "--target", "6", "--out", str(out),
+                 "--cache-dir", str(out.parent / "cache"), "--quiet", *extra])
+    assert code == 0
+    return load_file(out / "model.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [None, "fp32"])
+def test_exports_of_a_verl_run_equal_those_of_its_merged_fp32_folders(native, tmp_path, dtype):
+    extra = ["--dtype", dtype] if dtype else []
+    from_shards = extrapolate([native / "verl", "--base", native / "base"], tmp_path / "from-verl", *extra)
+    from_merged = extrapolate([native / "merged", "--base", native / "base"], tmp_path / "from-merged", *extra)
+    assert from_shards.keys() == from_merged.keys()
+    for name, tensor in from_shards.items():
+        assert tensor.dtype == (torch.float32 if dtype else torch.bfloat16), name  # default: the HF base's dtype
+        assert torch.equal(tensor, from_merged[name]), name
+    # config, generation config and tokenizer come from the checkpoint's actor/huggingface folder
+    hf = native / "verl" / "global_step_4" / "actor" / "huggingface"
+    for name in ("generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "from-verl" / name).read_bytes() == (hf / name).read_bytes(), name
+
+
+def test_a_native_base_is_exported_in_the_dtype_its_hf_config_names_and_transformers_loads_it(native, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "from-accelerate"
+    exported = extrapolate([native / "accelerate"], out)  # step 0 is a DCP checkpoint: a native base
+    config = json.loads((native / "accelerate" / "checkpoint-4" / "config.json").read_text())
+    named = config.get("torch_dtype") or config.get("dtype")  # transformers 5 leaves out the default
+    assert {tensor.dtype for tensor in exported.values()} == {getattr(torch, named) if named else torch.float32}
+    written = json.loads((out / "config.json").read_text())
+    assert (written.get("torch_dtype") or written.get("dtype")) == named
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokens = torch.arange(10)[None]
+    with torch.no_grad():
+        logits = model(input_ids=tokens).logits
+    assert logits.shape == (1, 10, config["vocab_size"]) and torch.isfinite(logits).all()
+    loaded = dict(model.state_dict())
+    for name, tensor in exported.items():
+        assert torch.equal(loaded[name].to(tensor.dtype), tensor), name
+
+
+def test_a_native_base_whose_config_names_bf16_is_exported_in_bf16(native, tmp_path):
+    run = shutil.copytree(native / "accelerate", tmp_path / "accelerate")
+    for config_path in run.glob("checkpoint-*/config.json"):
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({**config, "torch_dtype": "bfloat16"}))
+    exported = extrapolate([run], tmp_path / "out")
+    assert {tensor.dtype for tensor in exported.values()} == {torch.bfloat16}
+    record = json.loads((tmp_path / "out" / "relex.json").read_text())
+    assert record["dtype"] == "bfloat16" and record["rounding_loss"] > 0  # fp32 shards rounded: the loss is told
