@@ -210,47 +210,85 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cpu", progress=True,
-                  prefetch: bool = True, workers: int | None = None) -> RunGram:
-    """The streaming pass itself (no cache): read every chunk once, sum Gram blocks per tensor.
+class GramSums(NamedTuple):
+    """The blocks of a layout's work items summed per tensor (layout.names order): gram (n_tensors, K, N),
+    base_sq_norm (n_tensors,), changed (n_tensors, K), for K = N checkpoints, or K new ones."""
+    gram: np.ndarray
+    base_sq_norm: np.ndarray
+    changed: np.ndarray
 
-    progress: True (tqdm bar on stderr), False, or a callable(fraction, message) told the bytes read.
-    prefetch: read the next chunk on a background thread while this one is multiplied.
-    workers: threads for the CPU products (default `threads.cores()`).
+
+@dataclass
+class LocalEngine:
+    """Runs a layout's work items in this process: one reading thread ahead of `workers` product threads.
+
+    device: 'cpu' or 'cuda' for the products; prefetch: read the next chunk while this one is
+    multiplied; workers: threads for the CPU products (default `threads.cores()`).
+    Every engine (this one, `relex_core.engines.ray`) offers `gram_sums` with the same meaning.
     """
-    threads.configure()
-    device = resolve_device(device)
-    items = pass_items(layout, chunk_mb)
-    position = {name: index for index, name in enumerate(layout.names)}
-    gram = np.zeros((len(layout.names), len(layout.readers), len(layout.readers)))
-    base_sq_norm = np.zeros(len(layout.names))
-    changed = np.zeros((len(layout.names), len(layout.readers)), dtype=np.int64)
-    workers = workers or threads.cores()
-    products = ThreadPoolExecutor(workers, thread_name_prefix="relex-gram") if device == "cpu" and workers > 1 \
-        else nullcontext()
+    device: str = "cpu"
+    prefetch: bool = True
+    workers: int | None = None
 
-    def read(item, buffer):
-        return read_rows(layout, item, out=buffer)
+    def gram_sums(self, layout: RunLayout, new=None, *, chunk_mb: float = 256, progress=True) -> GramSums:
+        """Sum `item_gram` over `pass_items(layout, chunk_mb)` per tensor; new: as for `item_gram`.
 
-    bytes_per_row = {name: stored_bytes(layout, WorkItem(name, 0, 1)) for name in layout.names}
-    with products as pool, ByteProgress(sum((item.stop - item.start) * bytes_per_row[item.tensor] for item in items),
-                                        "relex gram pass", progress) as bar, \
-            ReadAhead(items, read, chunk_bytes(layout, items), prefetch) as chunks:
-        for number, (item, rows) in enumerate(chunks):
-            index = position[item.tensor]
-            block = gram_block(rows, device=device, pool=pool)
-            gram[index] += block.gram
-            base_sq_norm[index] += block.base_sq_norm
-            changed[index] += block.changed
-            last_chunk_of_tensor = number + 1 == len(items) or items[number + 1].tensor != item.tensor
-            if last_chunk_of_tensor and not (np.isfinite(gram[index]).all() and np.isfinite(base_sq_norm[index])):
-                raise locate_non_finite(layout, item.tensor)
-            bar.advance((item.stop - item.start) * bytes_per_row[item.tensor])
-    return RunGram.from_sums(layout, gram, base_sq_norm, changed)
+        progress: True (tqdm bar on stderr), False, or a callable(fraction, message) told the bytes read.
+        """
+        threads.configure()
+        device = resolve_device(self.device)
+        items = pass_items(layout, chunk_mb)
+        position = {name: index for index, name in enumerate(layout.names)}
+        count = len(layout.readers)
+        rows_out = count if new is None else len(np.arange(count)[new])
+        gram = np.zeros((len(layout.names), rows_out, count))
+        base_sq_norm = np.zeros(len(layout.names))
+        changed = np.zeros((len(layout.names), rows_out), dtype=np.int64)
+        workers = self.workers or threads.cores()
+        products = ThreadPoolExecutor(workers, thread_name_prefix="relex-gram") \
+            if device == "cpu" and workers > 1 else nullcontext()
+
+        def read(item, buffer):
+            return read_rows(layout, item, out=buffer)
+
+        with products as pool, ByteProgress(pass_bytes(layout, items), "relex gram pass", progress) as bar, \
+                ReadAhead(items, read, chunk_bytes(layout, items), self.prefetch) as chunks:
+            for number, (item, rows) in enumerate(chunks):
+                index = position[item.tensor]
+                block = gram_block(rows, new, device=device, pool=pool)
+                gram[index] += block.gram
+                base_sq_norm[index] += block.base_sq_norm
+                changed[index] += block.changed
+                last_chunk_of_tensor = number + 1 == len(items) or items[number + 1].tensor != item.tensor
+                if last_chunk_of_tensor:
+                    check_finite(layout, item.tensor, gram[index], base_sq_norm[index])
+                bar.advance(stored_bytes(layout, item))
+        return GramSums(gram, base_sq_norm, changed)
+
+
+def pass_bytes(layout: RunLayout, items) -> int:
+    """Bytes the items read from the files, as stored: what a pass's progress counts."""
+    return sum(stored_bytes(layout, item) for item in items)
+
+
+def check_finite(layout: RunLayout, tensor: str, gram: np.ndarray, base_sq_norm: float) -> None:
+    """A tensor's summed blocks must be finite; else name the file that holds the NaN/Inf."""
+    if not (np.isfinite(gram).all() and np.isfinite(base_sq_norm)):
+        raise locate_non_finite(layout, tensor)
+
+
+def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cpu", progress=True,
+                  prefetch: bool = True, workers: int | None = None, engine=None) -> RunGram:
+    """The streaming pass itself (no cache): every chunk read once, Gram blocks summed per tensor.
+
+    engine: anything with `gram_sums` (default: a `LocalEngine` of device, prefetch and workers).
+    """
+    engine = engine or LocalEngine(device=device, prefetch=prefetch, workers=workers)
+    return RunGram.from_sums(layout, *engine.gram_sums(layout, chunk_mb=chunk_mb, progress=progress))
 
 
 def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: float = 256,
-                 device: str = "cpu", progress=True) -> RunGram:
+                 device: str = "cpu", progress=True, engine=None) -> RunGram:
     """The Gram of a run: from the cache when the inputs are unchanged, else one streaming pass.
 
     Args:
@@ -260,6 +298,7 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
         chunk_mb: working set per chunk (deltas of all checkpoints together).
         device: 'cpu' or 'cuda' for the Gram products.
         progress: True for a tqdm bar on stderr, False, or a callable(fraction, message).
+        engine: where the work items run (default: this process, `LocalEngine(device)`).
     """
     from . import cache  # local import: the cache is an optional layer over the pass
 
@@ -274,7 +313,7 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
                            gram=cached["gram"], base_sq_norm=cached["base_sq_norm"], tied=header["tied"],
                            notes=header["notes"], fingerprint=key, from_cache=True, changed=cached["changed"],
                            checkpoint_dtypes=header["checkpoint_dtypes"])
-        result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress)
+        result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress, engine=engine)
     result.fingerprint = key
     try:
         cache.save(result, cache_dir)
