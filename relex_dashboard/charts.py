@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from relex_core.selection import WindowSuggestion
 
-from .frames import Grid
+from .frames import DISCARDED_PARTS, Grid
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with any common colour-vision deficiency.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
@@ -167,6 +167,22 @@ def module_spectrum_chart(frame: pd.DataFrame, relative: bool) -> go.Figure:
     return figure
 
 
+def changed_share_chart(frame: pd.DataFrame, window) -> go.Figure:
+    """Per checkpoint, the share of elements stored differently from the base, one line per stored dtype
+    (`analysis.changed_frame(run_gram, "dtype")`): far below 1 means most steps vanished in rounding."""
+    figure = _figure("Elements whose stored value differs from the base", STEP_AXIS,
+                     "share of elements changed", legend=LEGEND_BELOW)
+    for index, (dtype, rows) in enumerate(frame.groupby("dtype", sort=True)):
+        figure.add_trace(go.Scatter(
+            x=rows["step"], y=rows["changed_share"], mode="lines+markers", name=f"stored as {dtype}",
+            line=_style(index), customdata=rows[["changed", "numel"]],
+            hovertemplate=f"{dtype}<br>step %{{x}}<br>%{{y:.2%}} changed (%{{customdata[0]:,}} of "
+                          "%{customdata[1]:,} elements)<extra></extra>"))
+    figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    _shade_window(figure, window)
+    return figure
+
+
 def grid_heatmap(grid: Grid, title: str, value_name: str) -> go.Figure:
     """Layer × module heatmap, colours fitted to the data (5th–95th percentiles, so one outlier does not
     flatten the rest), and clickable: a click selects the cell's tensor.
@@ -304,6 +320,26 @@ def backtest_chart(backtests: pd.DataFrame, column: str, y_title: str, title: st
     return figure
 
 
+def discarded_chart(frame: pd.DataFrame, window, group: str) -> go.Figure:
+    """`frames.discarded_frame`: relex's error and what the projection drops, `last`'s error and its part
+    outside the subspace, each ÷ ‖Δ_i‖, per checkpoint; the window shaded."""
+    figure = _figure(f"What the rank-k projection discards ({group})", STEP_AXIS, "norm ÷ ‖Δ<sub>i</sub>‖",
+                     legend=LEGEND_BELOW)
+    styles = {"discarded": dict(color=METHOD_COLORS["relex"], dash="dot"),
+              "relex_error": dict(color=METHOD_COLORS["relex"]),
+              "last_error": dict(color=METHOD_COLORS["last"]),
+              "last_error_outside": dict(color=METHOD_COLORS["last"], dash="dot")}
+    for column, (_, name) in DISCARDED_PARTS.items():
+        figure.add_trace(go.Scatter(
+            x=frame["step"], y=frame[column], mode="lines+markers", name=name, line=styles[column],
+            customdata=frame[["part"]],
+            hovertemplate=f"{name}<br>step %{{x}} (%{{customdata[0]}} the window)<br>%{{y:.4g}} of ‖Δ‖"
+                          f"<extra>{group}</extra>"))
+    figure.update_yaxes(rangemode="tozero")
+    _shade_window(figure, window)
+    return figure
+
+
 def window_end_heatmap(backtests: pd.DataFrame, start: int, method: str = "relex") -> go.Figure:
     table = (backtests[backtests["method"] == method]
              .pivot(index="window_end", columns="target_step", values="rel_error"))
@@ -319,14 +355,20 @@ def window_end_heatmap(backtests: pd.DataFrame, start: int, method: str = "relex
     return figure
 
 
-def stability_chart(stability: pd.DataFrame, reference_label: str) -> go.Figure:
+def stability_chart(stability: pd.DataFrame, reference_label: str, rank: int = 1) -> go.Figure:
+    """|⟨v₁, v₁'⟩| of growing windows against a reference; at rank k > 1 also the median cosines of the
+    principal angles between the rank-k subspaces (`stability_frame(rank=k)`)."""
     figure = _figure(f"Stability of the top direction v₁ against window {reference_label}", "window end (step)",
-                     "overlap |⟨v₁(window), v₁(reference)⟩|")
-    for index, (column, name) in enumerate((("overlap_model", "whole model (σ-weighted)"),
-                                            ("overlap_median", "median tensor"), ("overlap_min", "worst tensor"))):
+                     "overlap |⟨v₁(window), v₁(reference)⟩|" if rank == 1 else "overlap, cosine of principal angle",
+                     legend=LEGEND_BELOW)
+    lines = [("overlap_model", "whole model (σ-weighted)"), ("overlap_median", "median tensor"),
+             ("overlap_min", "worst tensor")]
+    lines += [(f"principal_cosine_{angle}", f"cos θ{sub(angle)}, rank-{rank} subspaces (median tensor)")
+              for angle in range(2, rank + 1)]
+    for index, (column, name) in enumerate(lines):
         figure.add_trace(go.Scatter(
             x=stability["window_end"], y=stability[column], mode="lines+markers", name=name, line=_style(index),
-            hovertemplate=f"{name}<br>window end %{{x}}<br>overlap %{{y:.4f}}<extra></extra>"))
+            hovertemplate=f"{name}<br>window end %{{x}}<br>%{{y:.4f}}<extra></extra>"))
     return figure
 
 

@@ -223,6 +223,32 @@ def tensor_speed_frame(fit: WindowFit, tensor: str, component: int = 1) -> pd.Da
 # --------------------------------------------------------------------------- spectra and grids
 
 
+DISCARDED_PARTS = {  # column of the chart frame: (squared norm of WindowFit.discarded_energy_frame, legend)
+    "discarded": ("discarded_sq", "outside the window's subspace (what relex drops)"),
+    "relex_error": ("relex_error_sq", "relex error"),
+    "last_error": ("last_error_sq", "last error"),
+    "last_error_outside": ("last_error_outside_sq", "last error outside the subspace"),
+}
+
+
+def discarded_frame(fit: WindowFit, module: str | None = None) -> pd.DataFrame:
+    """What the rank-k projection discards at each checkpoint beside the errors of relex and `last`, as
+    norms relative to ‖Δ_i‖ (relex_error is then the backtest's relative error after the window).
+
+    module: None for the whole model, else one module type's tensors summed.
+    Columns: step, part ('before' / 'window' / 'after'), and one column per DISCARDED_PARTS key.
+    """
+    energies = fit.discarded_energy_frame("model" if module is None else "module")
+    if module is not None:
+        energies = energies[energies["module"] == module]
+    frame = energies[["step", "part"]].reset_index(drop=True)
+    update_sq = energies["update_sq"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for column, (squared, _) in DISCARDED_PARTS.items():
+            frame[column] = np.sqrt(energies[squared].to_numpy() / update_sq)
+    return frame
+
+
 def module_spectrum_frame(spectrum: pd.DataFrame, relative: bool = False) -> pd.DataFrame:
     """Median trajectory singular value per module type and index, from `spectrum_frame(fit)`.
 

@@ -12,6 +12,7 @@ Gram fingerprint with `st.cache_resource`, so a slider move or a page switch red
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -120,14 +121,24 @@ def analysis_of(run: Run, key: str, rescan: bool = False) -> RunAnalysis:
 # --------------------------------------------------------------------------- the Gram maths, cached
 
 
-def fit_options(fit: str) -> dict:
-    """WindowFit's keyword arguments for the dashboard's fit choice: the one place that maps it."""
-    return {"fit": parse_fit(fit).name}
+def fit_setting(fit: str, fit_last: int = 0, refit_every: int = 0) -> str:
+    """The session's fit as one short name: the trend, then `-lastW` (fit on the window's last W
+    checkpoints) and `-everyF` (autoregressive refits every F intervals) when set. It keys the caches
+    and names export folders; `fit_options` reads it back."""
+    return parse_fit(fit).name + (f"-last{int(fit_last)}" if fit_last else "") + \
+        (f"-every{int(refit_every)}" if refit_every else "")
 
 
-def min_window(fit: str) -> int:
+def fit_options(setting: str) -> dict:
+    """WindowFit's keyword arguments for a `fit_setting`: the one place that maps it."""
+    match = re.fullmatch(r"(?P<fit>.+?)(?:-last(?P<last>\d+))?(?:-every(?P<every>\d+))?", setting)
+    return {"fit": parse_fit(match["fit"]).name, "fit_last": int(match["last"]) if match["last"] else None,
+            "refit_every": int(match["every"]) if match["every"] else None}
+
+
+def min_window(setting: str) -> int:
     """The fewest window checkpoints the fit can be made on (a line needs two, a parabola three)."""
-    return max(2, parse_fit(fit).minimum_points)
+    return max(2, parse_fit(fit_options(setting)["fit"]).minimum_points)
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
@@ -157,19 +168,21 @@ def window_end_backtests(run_gram: RunGram, start: int, rank: int, fit: str):
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _stability(fingerprint: str, start: int, reference: tuple | None, _run_gram: RunGram) -> Future:
-    return _background().submit(stability_frame, _run_gram, start=start, reference=reference)
+def _stability(fingerprint: str, start: int, reference: tuple | None, rank: int, _run_gram: RunGram) -> Future:
+    return _background().submit(stability_frame, _run_gram, start=start, reference=reference, rank=rank)
 
 
-def stability(run_gram: RunGram, start: int, reference=None):
-    """`stability_frame` for growing windows from `start`, cached; waits if still computing."""
-    return _stability(run_gram.fingerprint, int(start), tuple(reference) if reference else None, run_gram).result()
+def stability(run_gram: RunGram, start: int, reference=None, rank: int = 1):
+    """`stability_frame` for growing windows from `start` (rank-k principal angles), cached; waits if still
+    computing."""
+    return _stability(run_gram.fingerprint, int(start), tuple(reference) if reference else None, int(rank),
+                      run_gram).result()
 
 
 def prefetch_window_ends(run_gram: RunGram, start: int, rank: int, fit: str) -> None:
     """Start the Window page's every-window-end figures in the background, so the page opens at once."""
     _window_end_backtests(run_gram.fingerprint, int(start), int(rank), str(fit), run_gram)
-    _stability(run_gram.fingerprint, int(start), None, run_gram)
+    _stability(run_gram.fingerprint, int(start), None, int(rank), run_gram)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)

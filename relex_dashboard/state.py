@@ -3,7 +3,7 @@
 Application state lives in st.session_state under the canonical `relex.*` keys below, never
 in a widget's own state: Streamlit drops a widget's state when the page that drew it is left,
 so every page draws the sidebar widgets again from these keys (`bind`). The URL mirrors them
-(`run`, `base`, `window`, `rank`, `fit`), so a link or a reload opens the same run and window;
+(`run`, `base`, `window`, `rank`, `fit`, `fit_last`, `refit_every`), so a link or a reload opens the same run and window;
 a parameter that does not fit falls back to the default, with a note on the page.
 
 A run newly opened in a session gets its own defaults (the first ~20% of its checkpoints as
@@ -34,7 +34,9 @@ FOLDER = "relex.folder"      # the run folder or manifest as typed
 BASE = "relex.base"          # the base checkpoint as typed ("" for the run's step-0 checkpoint)
 WINDOW = "relex.window"      # (first step, last step), inclusive
 RANK = "relex.rank"          # int
-FIT = "relex.fit"            # a fit name (FIT_NAMES); runs.fit_options maps it to WindowFit's arguments
+FIT = "relex.fit"            # a trend name (FIT_NAMES)
+FIT_LAST = "relex.fit_last"  # fit on the window's last W checkpoints (0: all of them)
+REFIT_EVERY = "relex.refit_every"  # autoregressive refits every F checkpoint intervals (0: none)
 TENSOR = "relex.tensor"      # the Trajectory page's tensor (a heatmap click sets it)
 SCORES = "relex.scores"      # Evaluate page results: {run key: scores.csv-schema DataFrame}
 RUN_ID = "relex.run_id"      # the opened run (folder and base) the window, rank and fit belong to
@@ -53,7 +55,9 @@ FIRST_WAIT_SECONDS = 0.5  # a cached Gram loads within this: the page then draws
 
 @dataclass(frozen=True)
 class Analysis:
-    """What every page works from: the run's Gram and the session's window, rank and fit."""
+    """What every page works from: the run's Gram and the session's window, rank and fit.
+
+    fit_name is the whole fit setting (`runs.fit_setting`: the trend, plus `-lastW` / `-everyF`)."""
     run_gram: RunGram
     window: tuple[int, int]
     rank: int
@@ -204,7 +208,8 @@ def _read_url() -> None:
             fallback = "the sample run" if sample else "no run"
             notes.append(f"The link's run could not be opened ({error}); showing {fallback} instead.")
             st.session_state[SOURCE] = SAMPLE if sample else FOLDER_CHOICE
-    pending = {name: params.get(name) for name in ("window", "rank", "fit") if params.get(name)}
+    pending = {name: params.get(name) for name in ("window", "rank", "fit", "fit_last", "refit_every")
+               if params.get(name)}
     if pending:
         st.session_state[PENDING] = pending
     st.session_state[NOTES] = notes
@@ -216,7 +221,9 @@ def _write_url(analysis: Analysis | None = None) -> None:
     if st.session_state.get(BASE):
         wanted["base"] = st.session_state[BASE]
     if analysis is not None:
-        wanted.update(window=analysis.window_label, rank=str(analysis.rank), fit=analysis.fit_name)
+        options = runs.fit_options(analysis.fit_name)
+        wanted.update(window=analysis.window_label, rank=str(analysis.rank), fit=options["fit"],
+                      fit_last=str(options["fit_last"] or ""), refit_every=str(options["refit_every"] or ""))
     wanted = {name: value for name, value in wanted.items() if value}
     if {name: st.query_params.get(name) for name in st.query_params} != wanted:
         st.query_params.from_dict(wanted)
@@ -254,6 +261,13 @@ def _apply_pending(steps, notes: list) -> None:
         else:
             notes.append(f"The link's rank '{text}' must be a whole number from 1 to the window's {size} "
                          f"checkpoints; using {st.session_state[RANK]}.")
+    for name, key in (("fit_last", FIT_LAST), ("refit_every", REFIT_EVERY)):
+        if name in pending:
+            text = pending[name]
+            if text.isdigit():
+                st.session_state[key] = int(text)
+            else:
+                notes.append(f"The link's {name} '{text}' must be a whole number; not used.")
 
 
 # --------------------------------------------------------------------------- the run
@@ -318,6 +332,7 @@ def _reset_run_dependent(steps) -> None:
     st.session_state.pop(TENSOR, None)
     st.session_state.setdefault(FIT, FIT_CHOICES[0])
     st.session_state.setdefault(RANK, 1)
+    st.session_state[FIT_LAST] = st.session_state[REFIT_EVERY] = 0  # a new run's window may not take the last ones
     st.session_state[WINDOW] = frames.default_window(steps, runs.min_window(st.session_state[FIT]))
 
 
@@ -338,6 +353,20 @@ def _settle(run_gram: RunGram, run_id: str, notes: list) -> None:
                      f"{code(window[0])}–{code(window[1])} holds {size}, so the fit is {FIT_CHOICES[0]}.")
         fit = FIT_CHOICES[0]
     st.session_state[FIT] = fit
+    setting = session_fit_setting()
+    if setting != fit:  # fit_last / refit_every: this window must take them (enough points, even steps)
+        try:
+            runs.window_fit(run_gram, window, st.session_state[RANK], setting)
+        except RelexError as error:
+            notes.append(f"The fit options of {code(setting)} do not suit window {code(f'{window[0]}:{window[1]}')} "
+                         f"({error}); fitting {fit} on the whole window.")
+            st.session_state[FIT_LAST] = st.session_state[REFIT_EVERY] = 0
+
+
+def session_fit_setting() -> str:
+    """The session's fit as `runs.fit_setting` writes it."""
+    return runs.fit_setting(st.session_state.get(FIT, FIT_CHOICES[0]), st.session_state.get(FIT_LAST, 0),
+                            st.session_state.get(REFIT_EVERY, 0))
 
 
 def _controls(steps) -> None:
@@ -354,7 +383,21 @@ def _controls(steps) -> None:
                     help="How many trajectory directions the fit keeps.")
     on_change = bind("sidebar.fit", FIT)
     st.radio("Fit", FIT_CHOICES, key="sidebar.fit", on_change=on_change, horizontal=True,
-             help="Trend of each coefficient over steps: a line, or a parabola (poly2).")
+             help="Trend of each coefficient over steps: a line, a polynomial of degree 2 or 3, or a sinusoid "
+                  "A·sin(2πf·s + φ) + C (the paper's ablation).")
+    with st.expander("Fit options (the official scripts' ablations)",
+                     expanded=bool(st.session_state.get(FIT_LAST) or st.session_state.get(REFIT_EVERY))):
+        on_change = bind("sidebar.fit_last", FIT_LAST, 0)
+        st.number_input("Fit on the last W checkpoints (0: all)", min_value=0, max_value=max(1, size), step=1,
+                        key="sidebar.fit_last", on_change=on_change,
+                        help="The directions still come from the whole window; the trend is fitted to its last W "
+                             "checkpoints only (the official --window W).")
+        on_change = bind("sidebar.refit_every", REFIT_EVERY, 0)
+        st.number_input("Refit every F intervals (0: never)", min_value=0, max_value=10_000, step=1,
+                        key="sidebar.refit_every", on_change=on_change,
+                        help="Autoregressive extrapolation: step one checkpoint interval at a time, append each "
+                             "prediction to the fitted points and refit every F steps (the official "
+                             "--future_extrapolation_window F). Needs evenly spaced checkpoints.")
 
 
 def _stop(messages, text: str = "Pick a run in the sidebar to start.") -> None:
@@ -412,7 +455,7 @@ def page_setup() -> Analysis:
         st.caption(f"{len(steps)} checkpoints after the base, steps {steps[0]}–{steps[-1]} ({source})")
         _controls(steps)
     result = Analysis(run_gram=run_gram, window=tuple(st.session_state[WINDOW]), rank=int(st.session_state[RANK]),
-                      fit_name=st.session_state[FIT], is_sample=spec[0] == SAMPLE, run_key=key)
+                      fit_name=session_fit_setting(), is_sample=spec[0] == SAMPLE, run_key=key)
     _write_url(result)
     runs.prefetch_window_ends(run_gram, result.window[0], result.rank, result.fit_name)
     return result

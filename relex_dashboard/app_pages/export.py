@@ -4,7 +4,7 @@ import streamlit as st
 
 from relex_core import export, selection
 from relex_core.options import parse_target_steps
-from relex_dashboard import charts, files, frames, state
+from relex_dashboard import charts, files, frames, state, teaching
 from relex_dashboard.report import PageFigures
 
 DTYPES = {"as stored (per tensor)": None, "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
@@ -14,6 +14,7 @@ RESULT = "export.result"
 analysis = state.page_setup()
 figures = PageFigures("Export", analysis.context)
 st.title("Export")
+teaching.how_to_read("Export")
 st.caption(f"From window {state.code(analysis.window_label)}, rank {analysis.rank}, fit {analysis.fit_name} "
            "(set in the sidebar).")
 fit = analysis.fit

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from relex_dashboard import charts, frames, runs, state
+from relex_core.analysis import changed_frame
+
+from relex_dashboard import charts, frames, runs, state, teaching
 from relex_dashboard.report import PageFigures
 
 analysis = state.page_setup()
@@ -10,6 +12,7 @@ state.follow_tensor_click()
 figures = PageFigures("Spectra", analysis.context)
 fit = analysis.fit
 st.title("Spectra")
+teaching.how_to_read("Spectra")
 st.caption(f"Window {state.code(analysis.window_label)}: singular values of the trajectory matrix "
            r"$[\theta_t - \theta_0]_{t \in W}$. A fast drop after $\sigma_1$ means the run moves along one direction.")
 spectrum = runs.spectrum(fit)
@@ -39,6 +42,17 @@ outside = tensors[tensors["layer"].isna()][["tensor", "energy_rank1", "r2"]]
 if len(outside):
     right.caption("Tensors outside the layers")
     right.dataframe(outside, hide_index=True)
+
+st.subheader("How visible the updates are")
+changed = changed_frame(analysis.run_gram, "dtype")
+if changed.empty:
+    st.caption("This analysis carries no counts of changed elements (rerun it to count them).")
+else:
+    st.caption("Per checkpoint, the share of elements whose stored value differs from the base's, counted in the "
+               "Gram pass. At RLVR learning rates a step moves a weight by far less than bf16's spacing, so a bf16 "
+               "trajectory can be mostly rounding: a low share means most of the run's steps were lost when the "
+               "weights were saved, which fp32 shards (verl's `model_world_size_*` files) keep.")
+    figures.chart(charts.changed_share_chart(changed, analysis.window), changed, "changed_share")
 
 st.subheader(r"One update matrix $\Delta W = \theta_t - \theta_0$")
 st.caption(r"Top singular values of a single checkpoint's update (randomized SVD). $\|\Delta W\|_F^2$ comes from the "

@@ -4,7 +4,7 @@ import streamlit as st
 
 from relex_core.errors import RelexError
 from relex_core.options import parse_target_steps
-from relex_dashboard import charts, frames, runs, state
+from relex_dashboard import charts, frames, runs, state, teaching
 from relex_dashboard.report import PageFigures
 
 analysis = state.page_setup()
@@ -13,6 +13,7 @@ figures = PageFigures("Trajectory", analysis.context)
 fit = analysis.fit
 run_gram = analysis.run_gram
 st.title("Trajectory")
+teaching.how_to_read("Trajectory")
 st.caption(rf"$c_k(t) = \langle \theta_t - \theta_0, v_k \rangle$ on the window's top directions, fitted "
            f"{analysis.fit_name} on the real step axis (window {state.code(analysis.window_label)}).")
 

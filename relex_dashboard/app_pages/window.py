@@ -3,12 +3,13 @@
 import streamlit as st
 
 from relex_core import selection
-from relex_dashboard import charts, runs, state
+from relex_dashboard import charts, frames, runs, state, teaching
 from relex_dashboard.report import PageFigures
 
 analysis = state.page_setup()
 figures = PageFigures("Window", analysis.context)
 st.title("Window")
+teaching.how_to_read("Window")
 st.caption("The window, rank and fit are set in the sidebar; every page uses them.")
 fit = analysis.fit
 run_gram = analysis.run_gram
@@ -30,6 +31,17 @@ else:
     st.caption("Whole-model figures over every checkpoint after the window. The last checkpoint and the line "
                "through the base and it point the same way, so their cosines coincide.")
 
+st.subheader("What the projection discards")
+modules = frames.module_order(run_gram.modules)
+group = st.selectbox("Tensors", ["whole model", *modules], key="window.discarded_group",
+                     help="Squared norms are summed over the chosen tensors before the ratio is taken.")
+discarded = frames.discarded_frame(fit, None if group == "whole model" else group)
+figures.chart(charts.discarded_chart(discarded, analysis.window, group), discarded, "discarded")
+st.caption("Per checkpoint, ÷ ‖Δᵢ‖: the part of Δᵢ outside the window's rank-k subspace (relex cannot predict it), "
+           "relex's error (that part plus the fit's error inside the subspace), and the error of keeping the "
+           "window's last checkpoint with its own part outside the subspace. Inside the window relex's curve is "
+           "the fitted trend's error.")
+
 st.subheader("Every window end")
 start = analysis.window[0]
 all_ends = runs.window_end_backtests(run_gram, start, analysis.rank, analysis.fit_name)
@@ -48,8 +60,8 @@ with right, state.errors_shown():
                          key="window.reference")
     reference_window = None if reference == "the whole run" else analysis.window
     label = f"{analysis.steps[0]}:{analysis.steps[-1]}" if reference_window is None else analysis.window_label
-    stability = runs.stability(run_gram, start, reference_window)
-    figures.chart(charts.stability_chart(stability, label), stability, "stability")
+    stability = runs.stability(run_gram, start, reference_window, analysis.rank)
+    figures.chart(charts.stability_chart(stability, label, analysis.rank), stability, "stability")
 
 st.subheader("Suggested window")
 controls = st.columns(2)

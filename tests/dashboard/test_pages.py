@@ -70,7 +70,7 @@ def test_spectra_page_draws_trajectory_spectra_energy_grid_and_one_update_matrix
     fit = WindowFit(run_gram, window, rank=rank, fit=fit_name)
     spectrum = spectrum_frame(fit)
     shown = figures(app)
-    assert set(shown) == {"spectrum", "energy_grid", "delta_spectrum"}
+    assert set(shown) == {"spectrum", "energy_grid", "changed_share", "delta_spectrum"}
     medians = frames.module_spectrum_frame(spectrum, relative=True)
     q_proj = trace(shown["spectrum"], "q_proj")
     np.testing.assert_allclose(numbers(q_proj["y"]), medians[medians["module"] == "q_proj"]["sigma"], rtol=1e-12)
@@ -96,6 +96,14 @@ def test_spectra_page_draws_trajectory_spectra_energy_grid_and_one_update_matrix
     np.testing.assert_allclose(numbers(points["y"]), expected["sigma"], rtol=1e-12)
     shown_numbers = {metric.label: metric.value for metric in app.metric}
     assert shown_numbers["σ₁²/‖ΔW‖²_F"] == f"{expected.attrs['energy_rank1']:.3f}"
+
+    # the share of elements stored differently from the base, counted from the weights themselves
+    steps, weights = steps_and_weights(run_gram)
+    changed = [sum(int((weights[index][name] != weights[0][name]).sum()) for name in run_gram.names)
+               for index in range(1, len(steps))]
+    share = trace(shown["changed_share"], "stored as bfloat16")
+    assert list(numbers(share["x"])) == steps[1:]
+    np.testing.assert_array_equal(numbers(share["y"]), np.array(changed) / run_gram.numels.sum())
 
     app.radio(key="spectra.view").set_value("one tensor").run()
     app.selectbox(key="spectra.tensor").set_value(run_gram.names[5]).run()
@@ -168,7 +176,8 @@ def test_window_page_backtests_verdict_heatmap_stability_and_suggestion(app, run
                                                     for slider in app.main.select_slider)  # controls: sidebar only
     fit = WindowFit(run_gram, window, rank=rank, fit=fit_name)
     shown = figures(app)
-    assert set(shown) == {"backtest_error", "backtest_cosine", "window_heatmap", "stability", "suggestion"}
+    assert set(shown) == {"backtest_error", "backtest_cosine", "discarded", "window_heatmap", "stability",
+                          "suggestion"}
     backtests = fit.backtest_frame()
     assert app.info[0].value == selection.backtest_verdict(backtests).text
     for method, name in (("relex", "relex (fitted trend)"), ("last", "last observed checkpoint")):
@@ -189,6 +198,23 @@ def test_window_page_backtests_verdict_heatmap_stability_and_suggestion(app, run
     finite = errors[np.isfinite(errors)]  # a robust colour range: two-checkpoint windows do not wash out the rest
     assert (heatmap["zmin"], heatmap["zmax"]) == tuple(np.percentile(finite, [5, 95]))
 
+    # what the projection discards, ÷ ‖Δ_i‖: relex's error after the window is the backtest's relative error
+    energies = fit.discarded_energy_frame()
+    discarded = trace(shown["discarded"], "outside the window's subspace (what relex drops)")
+    assert list(numbers(discarded["x"])) == list(run_gram.steps)
+    np.testing.assert_allclose(numbers(discarded["y"]) ** 2, energies["discarded_sq"] / energies["update_sq"],
+                               rtol=1e-10)
+    relex_error = numbers(trace(shown["discarded"], "relex error")["y"])
+    after = np.isin(run_gram.steps, backtests["target_step"])
+    np.testing.assert_allclose(relex_error[after], backtests[backtests["method"] == "relex"]["rel_error"], rtol=1e-9)
+    last_error = numbers(trace(shown["discarded"], "last error")["y"])
+    np.testing.assert_allclose(last_error[after], backtests[backtests["method"] == "last"]["rel_error"], rtol=1e-9)
+    app.selectbox(key="window.discarded_group").set_value("q_proj").run()
+    modules = fit.discarded_energy_frame("module")
+    modules = modules[modules["module"] == "q_proj"]
+    np.testing.assert_allclose(numbers(trace(figures(app)["discarded"], "last error outside the subspace")["y"]) ** 2,
+                               modules["last_error_outside_sq"] / modules["update_sq"], rtol=1e-10)
+
     stability = stability_frame(run_gram, start=window[0])
     np.testing.assert_allclose(numbers(trace(shown["stability"], "median tensor")["y"]), stability["overlap_median"])
     suggestion = selection.suggest_window(selection.window_end_backtests(run_gram, window[0], rank), window[0],
@@ -208,6 +234,16 @@ def test_window_page_backtests_verdict_heatmap_stability_and_suggestion(app, run
     chosen = app.success[0].value.split("`")[1]
     assert shared(app)[0] == tuple(int(step) for step in chosen.split(":"))
     assert app.sidebar.select_slider(key="sidebar.window").value == shared(app)[0]
+
+
+def test_at_rank_2_the_stability_view_shows_the_second_principal_angle(app, run_gram):
+    on_page(app, "window")
+    app.sidebar.number_input(key="sidebar.rank").set_value(2).run()
+    assert_no_exception(app)
+    window = shared(app)[0]
+    expected = stability_frame(run_gram, start=window[0], rank=2)
+    second = trace(figures(app)["stability"], "cos θ₂, rank-2 subspaces (median tensor)")
+    np.testing.assert_allclose(numbers(second["y"]), expected["principal_cosine_2"], rtol=1e-12)
 
 
 def test_rank_and_fit_changes_are_shared_by_all_pages(app, run_gram):

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from relex_core import compute_gram
+from relex_core import WindowFit, compute_gram
 from relex_dashboard import runs
 from relex_dashboard.state import FIT, RANK, WINDOW
 
@@ -122,6 +122,35 @@ def test_a_link_that_does_not_fit_falls_back_to_the_defaults_with_a_note(relex_c
     assert tuple(missing.session_state[WINDOW]) == (48, 720)  # the rest of the link still applies
 
 
+def test_fit_last_and_refit_every_reach_every_page_and_the_url(relex_cache, run_gram):
+    app = open_app()
+    app.sidebar.select_slider(key="sidebar.window").set_range(48, 576).run()
+    app.sidebar.radio(key="sidebar.fit").set_value("poly2").run()
+    app.sidebar.number_input(key="sidebar.fit_last").set_value(8).run()
+    app.sidebar.number_input(key="sidebar.refit_every").set_value(4).run()
+    assert_no_exception(app)
+    assert dict(app.query_params) == {"run": "sample", "window": "48:576", "rank": "1", "fit": "poly2",
+                                      "fit_last": "8", "refit_every": "4"}
+    for page in PAGES:
+        on_page(app, page)
+        assert_no_exception(app)
+        assert app.sidebar.number_input(key="sidebar.fit_last").value == 8, page
+    on_page(app, "window")
+    expected = WindowFit(run_gram, (48, 576), fit="poly2", fit_last=8, refit_every=4).backtest_frame()
+    relex = expected[expected["method"] == "relex"]
+    curve = [item for item in figures(app)["backtest_error"]["data"] if item["name"] == "relex (fitted trend)"][0]
+    assert numbers(decode(curve["y"])) == pytest.approx(relex["rel_error"].to_numpy(), rel=1e-12)
+
+    reopened = open_app(query=dict(app.query_params))
+    assert_no_exception(reopened)
+    assert (reopened.session_state["relex.fit_last"], reopened.session_state["relex.refit_every"]) == (8, 4)
+
+    app.sidebar.select_slider(key="sidebar.window").set_range(48, 240).run()  # 5 checkpoints: fewer than 8
+    assert_no_exception(app)
+    assert any("fitting poly2 on the whole window" in warning.value for warning in app.warning)
+    assert app.session_state["relex.fit_last"] == 0 and "fit_last" not in dict(app.query_params)
+
+
 def test_run_roots_limit_what_the_picker_opens_and_refuse_alike(relex_cache, other_run, tmp_path, monkeypatch):
     monkeypatch.setenv("RELEX_RUN_ROOTS", str(other_run.parent))
     app = open_app()
@@ -218,3 +247,13 @@ def test_every_page_opens_first_from_its_own_url(relex_cache, other_run, page):
     app = open_app(query={"run": str(other_run), "window": "50:150"})
     on_page(app, page)
     assert shows_other_run(app) and tuple(app.session_state[WINDOW]) == (50, 150)
+
+
+@pytest.mark.parametrize("fit, fit_last, refit_every, setting", [
+    ("linear", 0, 0, "linear"), ("poly1", 0, 0, "linear"), ("poly3", 8, 0, "poly3-last8"),
+    ("sin", 0, 4, "sin-every4"), ("poly2", 8, 4, "poly2-last8-every4")])
+def test_a_fit_setting_names_the_trend_and_its_options_and_reads_back(fit, fit_last, refit_every, setting):
+    assert runs.fit_setting(fit, fit_last, refit_every) == setting
+    assert runs.fit_options(setting) == {"fit": setting.split("-")[0], "fit_last": fit_last or None,
+                                         "refit_every": refit_every or None}
+    assert runs.min_window(setting) == {"linear": 2, "poly2": 3, "poly3": 4, "sin": 5}[setting.split("-")[0]]
