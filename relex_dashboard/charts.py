@@ -409,31 +409,51 @@ def weights_chart(weights: pd.DataFrame, target_step: int) -> go.Figure:
     return figure
 
 
-SCORE_KINDS = {"checkpoint": ("RL checkpoint", OKABE_ITO[7], "circle"),
-               "relex": ("relex", OKABE_ITO[0], "star"),
-               "linear": ("line through base and last", OKABE_ITO[2], "diamond"),
-               "reconstruct": ("rank-k reconstruction", OKABE_ITO[3], "square")}
-RELEX_COLORS = [OKABE_ITO[0], OKABE_ITO[5], OKABE_ITO[4], OKABE_ITO[1], OKABE_ITO[3]]
+SCORE_KINDS = {"relex": ("relex", "star", "solid"), "linear": ("line through base and last", "diamond", "dash"),
+               "reconstruct": ("rank-k reconstruction", "square", "dot")}
+WINDOW_COLORS = [OKABE_ITO[0], OKABE_ITO[5], OKABE_ITO[4], OKABE_ITO[1], OKABE_ITO[3], OKABE_ITO[2]]
+
+
+def _score_trace(rows: pd.DataFrame, name: str, color: str, symbol: str, dash: str, step_name: str) -> go.Scatter:
+    """Scores with ±1 standard error bars; hover: the series, step, score ± stderr and the folder."""
+    return go.Scatter(
+        x=rows["step"].astype(int), y=rows["value"], mode="lines+markers", name=name,
+        line=dict(color=color, dash=dash, width=1.5),
+        error_y=dict(type="data", array=rows["stderr"], color=color, thickness=1.2),
+        marker=dict(color=color, symbol=symbol, size=11, line=dict(width=1, color="white")),
+        customdata=np.stack([rows["stderr"].to_numpy(dtype=float), rows["folder"].to_numpy(dtype=object)], axis=-1),
+        hovertemplate=f"{name}<br>{step_name} %{{x}}<br>%{{y:.3f}} ± %{{customdata[0]:.3f}}<br>folder "
+                      "%{customdata[1]}<extra></extra>")
 
 
 def scores_chart(scores: pd.DataFrame, window, metric_title: str) -> go.Figure:
-    """Held-out scores with ±1 standard error: RL checkpoints, and each window's relex / linear / reconstruction."""
-    figure = _figure("Held-out accuracy of checkpoints and relex exports", STEP_AXIS, metric_title, height=440,
-                     legend=LEGEND_RIGHT)
-    windows = 0
-    for (kind, label), rows in scores.groupby(["kind", "window"], sort=False):
-        name, color, symbol = SCORE_KINDS.get(kind, (kind, OKABE_ITO[4], "circle"))
-        if kind != "checkpoint":
-            name = f"{name} from window {label}"
-        if kind == "relex":  # one colour per window, so several windows compare at a glance
-            color, windows = RELEX_COLORS[windows % len(RELEX_COLORS)], windows + 1
-        rows = rows.sort_values("step")
-        figure.add_trace(go.Scatter(
-            x=rows["step"], y=rows["value"], mode="markers", name=name,
-            error_y=dict(type="data", array=rows["stderr"], color=color, thickness=1.2),
-            marker=dict(color=color, symbol=symbol, size=11, line=dict(width=1, color="white")),
-            customdata=np.stack([rows["stderr"], rows["path"].map(lambda path: str(path).rsplit("/", 1)[-1])], axis=-1),
-            hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.3f}} ± %{{customdata[0]:.3f}}<br>%{{customdata[1]}}"
-                          "<extra></extra>"))
+    """One scorer's metric (±1 standard error) against the step: the run's checkpoints as the RL curve;
+    for each window its exports against their target step (relex, linear, ...: one colour per window),
+    and `last`, the window's last checkpoint, as a flat dotted reference from the window's end to its
+    furthest target (drawn only where that checkpoint was scored). scores: rows of one scorer and
+    metric with a step, and a `folder` column naming each folder."""
+    figure = _figure("Held-out score of the run's checkpoints and of relex exports", STEP_AXIS, metric_title,
+                     height=460, legend=LEGEND_RIGHT)
+    checkpoints = scores[scores["kind"] == "checkpoint"].sort_values("step")
+    if len(checkpoints):
+        figure.add_trace(_score_trace(checkpoints, "RL checkpoints", OKABE_ITO[7], "circle", "solid", "step"))
+    exports = scores[scores["kind"] != "checkpoint"]
+    windows = sorted(exports["window"].unique(), key=lambda label: [int(part) for part in str(label).split(":")])
+    for index, label in enumerate(windows):
+        color = WINDOW_COLORS[index % len(WINDOW_COLORS)]
+        rows = exports[exports["window"] == label]
+        for kind, kind_rows in rows.groupby("kind", sort=False):
+            name, symbol, dash = SCORE_KINDS.get(kind, (kind, "circle", "solid"))
+            figure.add_trace(_score_trace(kind_rows.sort_values("step"), f"{name} from window {label}", color,
+                                          symbol, dash, "target step"))
+        end = int(str(label).split(":")[1])
+        last = checkpoints[checkpoints["step"] == end]
+        if len(last):
+            value, stderr = float(last["value"].iloc[-1]), float(last["stderr"].iloc[-1])
+            name = f"last of window {label} (step {end})"
+            figure.add_trace(go.Scatter(
+                x=[end, int(rows["step"].max())], y=[value, value], mode="lines", name=name,
+                line=dict(color=color, dash="dot", width=1.5),
+                hovertemplate=f"{name}: keeping checkpoint {end} scores {value:.3f} ± {stderr:.3f}<extra></extra>"))
     _shade_window(figure, window)
     return figure

@@ -1,120 +1,63 @@
-"""Score checkpoints and relex exports with a verifier, as rows of the scores.csv schema.
+"""What the Evaluate page scores, where it keeps the scores, and the tables it shows from them.
 
-The question the Evaluate page answers: does a checkpoint extrapolated from an early window
-score like the checkpoint RL actually reached at that step, and better than keeping the last
-checkpoint of the window? Exports are written under the export root (the same export code
-users run) and kept, so every row's `path` is a folder that can be scored again.
+The scoring itself is relex_core.evaluate (scorers, scores.csv, fingerprints); this module plans
+the folders of one request and reads the stored table back for the page:
 
-Rows follow scores.csv: path, step, kind (checkpoint | relex | reconstruct | linear), window,
-target_step, scorer, metric, value, stderr, seconds. One row per (folder, metric).
+    folder = scores_folder(run)                  # <export root>/<run name>-<hash of run and base>
+    items = plan(fit, folder, checkpoint_steps=[720, 1440], target_steps=[1440], linear=True)
+    # scoring.start(...) writes the exports the items need, then scores every item's path
+    scores, changed = stored_scores(folder / SCORES_FILE)
+
+Exports go beside scores.csv, named as the Export page names them, and are reused while their
+relex.json says they come from the same Gram, window, rank, fit and target: an export written
+again would get a new fingerprint, and its stored score would no longer count.
 """
 
+import hashlib
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from relex_core.analysis import WindowFit
 from relex_core.errors import RelexError
-from relex_core.export import extrapolate, reconstruct
+from relex_core.evaluate import fingerprint, read_scores
 
-COLUMNS = ["path", "step", "kind", "window", "target_step", "scorer", "metric", "value", "stderr", "seconds"]
-KINDS = ("checkpoint", "relex", "reconstruct", "linear")
+from . import files, frames
 
-
-def binomial_stderr(accuracy: float, n_problems: int) -> float:
-    """Standard error of an accuracy over n independent problems: sqrt(p (1 − p) / n)."""
-    return math.sqrt(accuracy * (1.0 - accuracy) / n_problems) if n_problems else float("nan")
+SCORES_FILE = "scores.csv"
+EXPORT_KINDS = ("relex", "linear")
 
 
-DTYPES = ["object", "int64", "object", "object", "int64", "object", "object", "float64", "float64", "float64"]
+def scores_folder(run) -> Path:
+    """Where one run's evaluation exports and scores.csv live: named after the run, plus a hash of its
+    folder and base, so two runs called `grpo` never share a table (new checkpoints keep the folder)."""
+    key = f"{Path(run.source).resolve()}|{Path(run.base.path).resolve()}"
+    return files.export_root() / f"{Path(run.source).name or 'run'}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def empty_scores() -> pd.DataFrame:
-    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in zip(COLUMNS, DTYPES)})
+@dataclass(frozen=True)
+class Item:
+    """One folder to score: a run checkpoint (path known), or an export to write first (kind relex|linear)."""
+    kind: str
+    step: int
+    path: Path
+
+    @property
+    def is_export(self) -> bool:
+        return self.kind in EXPORT_KINDS
 
 
-def plan_jobs(fit: WindowFit, target_steps, reconstruct_steps=(), *, last: bool = True, linear: bool = False):
-    """What to score, as (kind, step): the run's checkpoints at the targets, relex at every target, the
-    window's last checkpoint (the `last` baseline), the line through base and last, reconstructions."""
-    checkpoints = {int(checkpoint.step) for checkpoint in fit.run_gram.run.checkpoints}
-    targets = [int(step) for step in target_steps]
-    window_end = int(fit.window_steps[-1])
-    jobs = [("checkpoint", step) for step in targets if step in checkpoints]
-    if last and window_end not in targets:
-        jobs.insert(0, ("checkpoint", window_end))
-    jobs += [("relex", step) for step in targets]
-    jobs += [("linear", step) for step in targets] if linear else []
-    jobs += [("reconstruct", int(step)) for step in reconstruct_steps]
-    return jobs
+def every_kth(steps, k: int) -> list[int]:
+    """Every k-th checkpoint step, counted from the first: the k-th, 2k-th, ... (so k=1 is all of them)."""
+    return [int(step) for step in list(steps)[max(1, int(k)) - 1::max(1, int(k))]]
 
 
-def score_checkpoints(fit: WindowFit, jobs, evaluate, folder_name, export_folder, *, scorer: str = "sample",
-                      progress=None) -> pd.DataFrame:
-    """Score each (kind, step) job; exports go to export_folder / folder_name(kind, step) and stay there.
-
-    evaluate: path → {"accuracy", "n_problems", "seconds"} (e.g. the sample verifier).
-    progress: callable(fraction, message) or None. Returns rows in the scores.csv schema.
-    """
-    run = fit.run_gram.run
-    checkpoints = {int(checkpoint.step): checkpoint.path for checkpoint in run.checkpoints}
-    window = f"{int(fit.window_steps[0])}:{int(fit.window_steps[-1])}"
-    records = []
-    for number, (kind, step) in enumerate(jobs):
-        if progress:
-            progress(number / len(jobs), f"scoring {kind} at step {step} ({number + 1} of {len(jobs)})")
-        if kind == "checkpoint":
-            path = checkpoints[step]
-        else:
-            out = Path(export_folder) / folder_name(kind, step)
-            if kind == "reconstruct":
-                path = reconstruct(fit, step, out, force=True, progress=False).path
-            else:
-                path = extrapolate(fit, [step], out, method=kind, force=True, progress=False)[0].path
-        try:
-            score = evaluate(path)
-        except ValueError as error:  # e.g. a model that is not the verifier's task
-            raise RelexError(f"the verifier cannot score this checkpoint ({error})", path=path) from None
-        accuracy, n_problems = float(score["accuracy"]), int(score["n_problems"])
-        records.append({"path": str(path), "step": step, "kind": kind, "window": "" if kind == "checkpoint" else window,
-                        "target_step": step, "scorer": scorer, "metric": "accuracy", "value": accuracy,
-                        "stderr": binomial_stderr(accuracy, n_problems), "seconds": float(score.get("seconds", 0.0))})
-    if progress:
-        progress(1.0, "done")
-    return pd.DataFrame.from_records(records, columns=COLUMNS).astype(empty_scores().dtypes.to_dict())
-
-
-def merge_scores(stored: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Stored rows plus new ones; a folder scored again with the same scorer and metric keeps only its newest row."""
-    frames = [frame for frame in (stored, new) if len(frame)]
-    if not frames:
-        return empty_scores()
-    merged = pd.concat(frames, ignore_index=True)
-    return merged.drop_duplicates(["path", "scorer", "metric"], keep="last").reset_index(drop=True)
-
-
-def comparison_frame(scores: pd.DataFrame) -> pd.DataFrame:
-    """Each export's score against the RL checkpoint at the same step and against its window's last checkpoint.
-
-    Columns: kind, window, step, value, stderr, vs_checkpoint (value − the checkpoint's at that step,
-    where one was scored), vs_last (value − the score of the window's last checkpoint), path.
-    """
-    checkpoints = scores[scores["kind"] == "checkpoint"].drop_duplicates(["step", "scorer", "metric"], keep="last")
-    by_step = {(row.step, row.scorer, row.metric): row.value for row in checkpoints.itertuples()}
-    rows = []
-    for row in scores[scores["kind"] != "checkpoint"].itertuples():
-        window_end = int(str(row.window).split(":")[1])
-        same_step = by_step.get((row.step, row.scorer, row.metric))
-        last = by_step.get((window_end, row.scorer, row.metric))
-        rows.append({"kind": row.kind, "window": row.window, "step": row.step, "value": row.value,
-                     "stderr": row.stderr,
-                     "vs_checkpoint": float("nan") if same_step is None else row.value - same_step,
-                     "vs_last": float("nan") if last is None else row.value - last, "path": row.path})
-    return pd.DataFrame(rows, columns=["kind", "window", "step", "value", "stderr", "vs_checkpoint", "vs_last", "path"])
-
-
-def scores_csv(scores: pd.DataFrame) -> bytes:
-    return scores[COLUMNS].to_csv(index=False).encode()
+def default_k(steps, count: int = 5) -> int:
+    """The k that gives about `count` checkpoints."""
+    return max(1, math.ceil(len(steps) / count))
 
 
 def default_evaluation_steps(steps, window, count: int = 4) -> list[int]:
@@ -123,3 +66,112 @@ def default_evaluation_steps(steps, window, count: int = 4) -> list[int]:
     if len(later) <= count:
         return later
     return sorted({later[round(index * (len(later) - 1) / (count - 1))] for index in range(count)})
+
+
+def plan(fit: WindowFit, folder, checkpoint_steps=(), target_steps=(), *, last: bool = False,
+         linear: bool = False, real_at_targets: bool = False) -> list[Item]:
+    """The folders to score: the picked checkpoints (plus the window's last one for the `last` baseline,
+    plus the real checkpoints at the target steps), then the relex export at every target step, then
+    the `linear` export at every target step. Checkpoints by step, each folder once."""
+    run = fit.run_gram.run
+    paths = {int(checkpoint.step): Path(checkpoint.path) for checkpoint in (run.base, *run.checkpoints)}
+    targets = [int(step) for step in target_steps]
+    wanted = {int(step) for step in checkpoint_steps}
+    if last:
+        wanted.add(int(fit.window_steps[-1]))
+    if real_at_targets:
+        wanted.update(step for step in targets if step in paths)
+    items = [Item("checkpoint", step, paths[step]) for step in sorted(wanted) if step in paths]
+    window = (int(fit.window_steps[0]), int(fit.window_steps[-1]))
+    for kind in ("relex", *(("linear",) if linear else ())):
+        for step in targets:
+            name = frames.default_export_name(fit.run_gram, window, fit.rank, fit.fit_name, [step],
+                                              "" if kind == "relex" else kind)
+            items.append(Item(kind, step, Path(folder) / name))
+    return items
+
+
+def export_is_current(fit: WindowFit, item: Item) -> bool:
+    """True when item.path holds a finished export of exactly this fit, kind and target (its relex.json,
+    written last into a folder that appears whole, says so)."""
+    try:
+        record = json.loads((item.path / "relex.json").read_text())
+    except (OSError, ValueError):
+        return False
+    expected = {"gram_fingerprint": fit.run_gram.fingerprint or None, "method": item.kind, "target_step": item.step,
+                "window_steps": [int(step) for step in fit.window_steps], "rank": fit.rank, "fit": fit.fit_name,
+                "fit_last": fit.fit_last, "refit_every": fit.refit_every, "dtype": "base"}
+    return all(record.get(key) == value for key, value in expected.items())
+
+
+# --------------------------------------------------------------------------- the stored table
+
+
+def stored_scores(path) -> tuple[pd.DataFrame, int]:
+    """The latest score of each (folder, scorer, metric) in scores.csv whose folder is unchanged since it
+    was scored (same fingerprint), and how many rows were left out because their folder changed or went."""
+    scores = read_scores(path)  # a file not written yet is an empty table
+    current = {folder: fingerprint(folder) for folder in scores["path"].unique()}
+    kept = scores["fingerprint"] == scores["path"].map(current)
+    return scores[kept].reset_index(drop=True), int((~kept).sum())
+
+
+def measures(scores: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (scorer, metric) pairs of the table, the most recently scored first."""
+    pairs = list(dict.fromkeys(zip(scores["scorer"], scores["metric"])))
+    return pairs[::-1]
+
+
+def of_measure(scores: pd.DataFrame, scorer: str, metric: str) -> pd.DataFrame:
+    """The rows of one scorer and metric that have a step (a checkpoint whose step is unknown cannot be
+    drawn), with a `folder` column: the name hover text and tables show."""
+    rows = scores[(scores["scorer"] == scorer) & (scores["metric"] == metric) & scores["step"].notna()]
+    return rows.assign(folder=rows["path"].map(folder_label)).reset_index(drop=True)
+
+
+def window_end(window: str) -> int:
+    return int(str(window).split(":")[1])
+
+
+def comparison_frame(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each export's score (one scorer and metric) against the run's checkpoint at the same step and
+    against `last`, the window's last checkpoint; each difference with its standard error
+    sqrt(se_a² + se_b²) (independent problems' scores; NaN where a stderr is unknown).
+
+    Columns: window, kind, step, value, stderr, vs_checkpoint, vs_checkpoint_stderr, vs_last,
+    vs_last_stderr, folder.
+    """
+    checkpoints = scores[scores["kind"] == "checkpoint"].drop_duplicates("step", keep="last").set_index("step")
+    rows = []
+    exports = scores[scores["kind"] != "checkpoint"].sort_values(["window", "kind", "step"])
+    for row in exports.itertuples():
+        record = {"window": row.window, "kind": row.kind, "step": int(row.step), "value": row.value,
+                  "stderr": row.stderr}
+        for name, step in (("vs_checkpoint", int(row.step)), ("vs_last", window_end(row.window))):
+            known = step in checkpoints.index
+            record[name] = row.value - checkpoints.at[step, "value"] if known else math.nan
+            record[f"{name}_stderr"] = math.hypot(row.stderr, checkpoints.at[step, "stderr"]) if known else math.nan
+        rows.append({**record, "folder": folder_label(row.path)})
+    return pd.DataFrame(rows, columns=["window", "kind", "step", "value", "stderr", "vs_checkpoint",
+                                       "vs_checkpoint_stderr", "vs_last", "vs_last_stderr", "folder"])
+
+
+def folder_label(path) -> str:
+    """A folder as hover text names it: its name, with the parent's for an export's step-S sub-folder."""
+    path = Path(str(path))
+    return f"{path.parent.name}/{path.name}" if path.name.startswith("step-") else path.name
+
+
+# --------------------------------------------------------------------------- what the server may run
+
+
+def include_folder(text: str, roots) -> str | None:
+    """The lm-eval task folder as typed (None for none). A task folder can hold Python (`!function`)
+    that the server runs, so where run folders are restricted (roots) it must lie inside them too."""
+    if not text.strip():
+        return None
+    path = files.user_path(text, roots)
+    if roots is not None and not files._inside(path, roots):  # the one containment check
+        raise RelexError(f"task folder '{text.strip()}' is outside the folders this server may open "
+                         f"(RELEX_RUN_ROOTS: {', '.join(map(str, roots))})")
+    return str(path)

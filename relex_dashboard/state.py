@@ -38,7 +38,6 @@ FIT = "relex.fit"            # a trend name (FIT_NAMES)
 FIT_LAST = "relex.fit_last"  # fit on the window's last W checkpoints (0: all of them)
 REFIT_EVERY = "relex.refit_every"  # autoregressive refits every F checkpoint intervals (0: none)
 TENSOR = "relex.tensor"      # the Trajectory page's tensor (a heatmap click sets it)
-SCORES = "relex.scores"      # Evaluate page results: {run key: scores.csv-schema DataFrame}
 RUN_ID = "relex.run_id"      # the opened run (folder and base) the window, rank and fit belong to
 OPENED = "relex.opened"      # memo of the opened run: {"spec", "run", "key"}
 NOTES = "relex.notes"        # notes for the page (URL parameters that fell back to defaults)

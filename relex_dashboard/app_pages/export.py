@@ -10,6 +10,7 @@ from relex_dashboard.report import PageFigures
 DTYPES = {"as stored (per tensor)": None, "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
 EXTRAPOLATE, RECONSTRUCT = "Extrapolate to target steps", "Reconstruct an observed checkpoint"
 RESULT = "export.result"
+EVALUATE_QUEUED = "evaluate.queued"  # read by the Evaluate page
 
 analysis = state.page_setup()
 figures = PageFigures("Export", analysis.context)
@@ -102,4 +103,7 @@ if st.session_state.get(RESULT):
                            mime="application/zip", on_click="ignore", key="export.download")
     else:
         st.caption(f"Larger than {files.ZIP_DOWNLOAD_LIMIT / 2**20:.0f} MiB: copy it from the server.")
+    if st.button("Score this export", key="export.score", help="Open the Evaluate page with this folder to score."):
+        st.session_state[EVALUATE_QUEUED] = [str(out)]
+        st.switch_page("app_pages/evaluate.py")
 figures.offer_report()
