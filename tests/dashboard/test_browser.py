@@ -45,7 +45,7 @@ RENDERED = """([title, count, last]) => {
         && main.innerText.includes(last) && document.querySelector('[data-stale="true"]') === null;
 }"""
 REPORT_BUTTON = "Download this page as an HTML report"
-LAST_TEXT = {("other", "Evaluate"): "Pick “Sample run” in the sidebar."}
+LAST_TEXT: dict = {}  # (run, page) whose last element is not the report button
 CHART_X = """() => [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')]
     .flatMap(chart => chart.data.filter(trace => trace.type !== 'heatmap' && trace.type !== 'histogram')
         .flatMap(trace => Array.from(trace.x || [])).filter(value => typeof value === 'number'))"""

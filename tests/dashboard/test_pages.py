@@ -7,7 +7,7 @@ import pytest
 
 from relex_core import WindowFit, selection, spectrum_frame, stability_frame
 from relex_core.spectra import delta_spectrum_frame
-from relex_dashboard import charts, evaluate, frames
+from relex_dashboard import charts, frames
 from relex_dashboard.state import FIT, RANK, WINDOW
 
 from .apptest import assert_no_exception, figures, numbers, on_page, open_app, trace, widget
@@ -364,51 +364,3 @@ def test_export_page_shows_a_bad_target_as_one_error_line(app):
     assert_no_exception(app)
     assert [error.value for error in app.error] == ["target step 'soon' must be a whole number, like 400 or 400,600"]
     assert app.button(key="export.run").disabled
-
-
-def test_evaluate_page_scores_with_standard_errors_compares_and_keeps_every_window(app, run_gram):
-    from relex_core.sample.verifier import evaluate_checkpoint
-
-    on_page(app, "evaluate")
-    training = figures(app)["training_reward"]
-    assert [item["name"] for item in training["data"]] == ["train_reward"]  # not the held-out reward again
-    assert training["layout"]["yaxis"]["title"]["text"] == "reward on training rollouts"
-
-    app.number_input(key="evaluate.problems").set_value(50).run()
-    widget(app, "text_input", "Extrapolate to steps").set_value("1440").run()
-    app.button(key="evaluate.run").click().run()
-    assert_no_exception(app)
-    app.sidebar.select_slider(key="sidebar.window").set_range(48, 720).run()
-    # targets follow the window: the new one's default replaces the edit made for the old one
-    assert widget(app, "text_input", "Extrapolate to steps").value == ", ".join(
-        map(str, evaluate.default_evaluation_steps(run_gram.steps, (48, 720))))
-    widget(app, "text_input", "Extrapolate to steps").set_value("1440").run()
-    app.button(key="evaluate.run").click().run()
-    assert_no_exception(app)
-
-    scores = app.session_state["relex.scores"][next(iter(app.session_state["relex.scores"]))]
-    assert list(zip(scores["kind"], scores["step"], scores["window"])) == [
-        ("checkpoint", 288, ""), ("relex", 1440, "48:288"), ("checkpoint", 720, ""), ("checkpoint", 1440, ""),
-        ("relex", 1440, "48:720")]  # both windows kept; the real checkpoint at 1440 scored again is one row
-    for row in scores.itertuples():
-        assert row.value == evaluate_checkpoint(row.path, n_problems=50)["accuracy"]
-        assert row.stderr == pytest.approx(evaluate.binomial_stderr(row.value, 50))
-    shown = figures(app)["scores"]
-    assert {item["name"] for item in shown["data"]} == {"RL checkpoint", "relex from window 48:288",
-                                                        "relex from window 48:720"}
-    for item in shown["data"]:
-        assert item["error_y"]["type"] == "data"  # every score with its standard error
-    comparison = app.dataframe[0].value.set_index("window")
-    by_path = scores.set_index("path")["value"]
-    checkpoint = scores[scores["kind"] == "checkpoint"].set_index("step")["value"]
-    for window, last in (("48:288", 288), ("48:720", 720)):
-        value = comparison.loc[window, "value"]
-        assert value == by_path[comparison.loc[window, "path"]]
-        assert comparison.loc[window, "vs_checkpoint"] == pytest.approx(value - checkpoint[1440])
-        assert comparison.loc[window, "vs_last"] == pytest.approx(value - checkpoint[last])
-
-
-def test_evaluate_page_needs_the_sample_run(relex_cache, other_run):
-    app = open_app(**{"relex.source": "folder", "relex.folder": str(other_run)})
-    on_page(app, "evaluate")
-    assert "sample run" in app.info[0].value and not figures(app)
