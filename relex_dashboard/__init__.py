@@ -9,7 +9,9 @@
 - frames.py: pandas shaping of RunGram / WindowFit results for the pages (no Streamlit, no plotting).
 - charts.py: Plotly figures from those frames (palette, axis titles, hover text, colour ranges).
 - report.py: each chart's CSV and SVG, and a page as one offline HTML report.
-- evaluate.py: scoring checkpoints and exports with a verifier, as scores.csv rows.
+- evaluate.py: what the Evaluate page scores (checkpoints, exports to write), where scores.csv lives,
+  and the tables it shows from it; the scoring itself is relex_core.evaluate.
+- scoring.py: the background scoring job of each run, shared by sessions (progress, cancel).
 
 Pages hold no maths: every number they draw comes from relex_core through these modules.
 """

@@ -94,10 +94,11 @@ def choose_items(analysis, folder) -> list:
         options = [int(analysis.run_gram.run.base.step), *analysis.steps]
         picked = kept("multiselect", "Checkpoints", "evaluate.picked", [], where=columns[1], options=options)
     default_targets = evaluate.default_evaluation_steps(analysis.steps, analysis.window)
-    targets_key = state.follow_default("evaluate.targets", ", ".join(map(str, default_targets)))
-    targets_text = columns[2].text_input(f"relex exports from window {analysis.window_label} at target steps",
-                                         key=targets_key, help="Written under the export root, beside scores.csv, "
-                                                               "and kept; empty: no export.")
+    default_text = ", ".join(map(str, default_targets))
+    targets_key = state.follow_default("evaluate.targets", default_text)
+    targets_text = kept("text_input", f"relex exports from window {analysis.window_label} at target steps",
+                        targets_key, default_text, where=columns[2],
+                        help="Written under the export root, beside scores.csv, and kept; empty: no export.")
     options = st.columns(3)
     last = kept("checkbox", "the window's last checkpoint (`last`)", "evaluate.last", True, where=options[0])
     real = kept("checkbox", "the run's checkpoints at the target steps", "evaluate.real", True, where=options[1])

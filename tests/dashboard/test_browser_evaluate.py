@@ -85,6 +85,7 @@ def test_scoring_runs_in_the_background_and_the_chart_shows_the_stored_scores(se
     seconds = time.perf_counter() - started
     assert_no_exception(tab)
     assert "3 scored, 0 already scored and unchanged, 0 failed" in main.inner_text()
+    assert planned in main.inner_text()  # the settings outlived the visit to another page
 
     folder = export_root / evaluate.scores_folder(open_run(SAMPLE_RUN)).name  # the server's export root
     stored = read_scores(folder / evaluate.SCORES_FILE)
