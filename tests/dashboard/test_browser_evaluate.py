@@ -30,6 +30,11 @@ DRAWN = """(title) => {
     return chart._fullData.filter(trace => trace.mode.includes('markers')).flatMap(trace => Array.from(trace.x)
         .map((x, i) => [trace.name, x, trace.y[i], trace.customdata[i][0], trace.customdata[i][1]]));
 }"""
+# A folder's scoring in progress on the bar (or, on a fast machine, the job already done).
+SCORING_SHOWN = """() => {
+    const text = document.querySelector('[data-testid="stMain"]').innerText;
+    return /scoring \\//.test(text) || text.includes('Last scoring');
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +81,7 @@ def test_scoring_runs_in_the_background_and_the_chart_shows_the_stored_scores(se
     started = time.perf_counter()
     main.get_by_role("button", name="Score", exact=True).click()
     main.get_by_role("button", name="Cancel scoring").wait_for(timeout=30_000)
+    tab.wait_for_function(SCORING_SHOWN, timeout=60_000, polling=100)
     tab.screenshot(path=str(ARTIFACTS / "evaluate-scoring.png"), full_page=True)
 
     click_nav(tab, "Overview")  # the page stays usable: visit another one while the job runs
