@@ -428,27 +428,31 @@ def _score_trace(rows: pd.DataFrame, name: str, color: str, symbol: str, dash: s
 
 def scores_chart(scores: pd.DataFrame, window, metric_title: str) -> go.Figure:
     """One scorer's metric (±1 standard error) against the step: the run's checkpoints as the RL curve;
-    for each window its exports against their target step (relex, linear, ...: one colour per window),
-    and `last`, the window's last checkpoint, as a flat dotted reference from the window's end to its
-    furthest target (drawn only where that checkpoint was scored). scores: rows of one scorer and
-    metric with a step, and a `folder` column naming each folder."""
+    for each window (and rank / fit setting) its exports against their target step (relex, linear, ...:
+    one colour each), and `last`, the window's last checkpoint, as a flat dotted reference from the
+    window's end to its furthest target (drawn where that checkpoint was scored). scores: rows of one
+    scorer and metric with a step, `folder` naming each folder and `setting` (evaluate.of_measure)."""
     figure = _figure("Held-out score of the run's checkpoints and of relex exports", STEP_AXIS, metric_title,
                      height=460, legend=LEGEND_RIGHT)
     checkpoints = scores[scores["kind"] == "checkpoint"].sort_values("step")
     if len(checkpoints):
         figure.add_trace(_score_trace(checkpoints, "RL checkpoints", OKABE_ITO[7], "circle", "solid", "step"))
     exports = scores[scores["kind"] != "checkpoint"]
-    windows = sorted(exports["window"].unique(), key=lambda label: [int(part) for part in str(label).split(":")])
-    for index, label in enumerate(windows):
+    settings = exports["setting"] if "setting" in exports else pd.Series("", index=exports.index)
+    series = sorted(set(zip(exports["window"], settings)),
+                    key=lambda pair: ([int(part) for part in str(pair[0]).split(":")], pair[1]))
+    lasts = set()
+    for index, (label, setting) in enumerate(series):
         color = WINDOW_COLORS[index % len(WINDOW_COLORS)]
-        rows = exports[exports["window"] == label]
+        rows = exports[(exports["window"] == label) & (settings == setting)]
         for kind, kind_rows in rows.groupby("kind", sort=False):
             name, symbol, dash = SCORE_KINDS.get(kind, (kind, "circle", "solid"))
-            figure.add_trace(_score_trace(kind_rows.sort_values("step"), f"{name} from window {label}", color,
-                                          symbol, dash, "target step"))
+            name = f"{name} from window {label}" + (f" ({setting})" if setting else "")
+            figure.add_trace(_score_trace(kind_rows.sort_values("step"), name, color, symbol, dash, "target step"))
         end = int(str(label).split(":")[1])
         last = checkpoints[checkpoints["step"] == end]
-        if len(last):
+        if len(last) and label not in lasts:  # once per window, whatever its settings
+            lasts.add(label)
             value, stderr = float(last["value"].iloc[-1]), float(last["stderr"].iloc[-1])
             name = f"last of window {label} (step {end})"
             figure.add_trace(go.Scatter(

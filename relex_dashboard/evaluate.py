@@ -25,7 +25,7 @@ from relex_core.analysis import WindowFit
 from relex_core.errors import RelexError
 from relex_core.evaluate import fingerprint, read_scores
 
-from . import files, frames
+from . import files, frames, runs
 
 SCORES_FILE = "scores.csv"
 EXPORT_KINDS = ("relex", "linear")
@@ -83,9 +83,10 @@ def plan(fit: WindowFit, folder, checkpoint_steps=(), target_steps=(), *, last: 
         wanted.update(step for step in targets if step in paths)
     items = [Item("checkpoint", step, paths[step]) for step in sorted(wanted) if step in paths]
     window = (int(fit.window_steps[0]), int(fit.window_steps[-1]))
+    setting = runs.fit_setting(fit.fit_name, fit.fit_last or 0, fit.refit_every or 0)  # as the Export page names
     for kind in ("relex", *(("linear",) if linear else ())):
         for step in targets:
-            name = frames.default_export_name(fit.run_gram, window, fit.rank, fit.fit_name, [step],
+            name = frames.default_export_name(fit.run_gram, window, fit.rank, setting, [step],
                                               "" if kind == "relex" else kind)
             items.append(Item(kind, step, Path(folder) / name))
     return items
@@ -124,9 +125,22 @@ def measures(scores: pd.DataFrame) -> list[tuple[str, str]]:
 
 def of_measure(scores: pd.DataFrame, scorer: str, metric: str) -> pd.DataFrame:
     """The rows of one scorer and metric that have a step (a checkpoint whose step is unknown cannot be
-    drawn), with a `folder` column: the name hover text and tables show."""
+    drawn), with `folder` (the name hover text and tables show) and `setting` (an export's rank and fit
+    where they are not rank 1, linear: exports of one window with two settings are two series)."""
     rows = scores[(scores["scorer"] == scorer) & (scores["metric"] == metric) & scores["step"].notna()]
-    return rows.assign(folder=rows["path"].map(folder_label)).reset_index(drop=True)
+    settings = [export_setting(path) if kind != "checkpoint" else "" for path, kind in zip(rows["path"], rows["kind"])]
+    return rows.assign(folder=rows["path"].map(folder_label), setting=settings).reset_index(drop=True)
+
+
+def export_setting(path) -> str:
+    """'' for an export of rank 1 with the plain linear fit, else e.g. 'rank 2, poly2-last4' (its relex.json)."""
+    try:
+        record = json.loads((Path(path) / "relex.json").read_text())
+        setting = runs.fit_setting(record["fit"], record.get("fit_last") or 0, record.get("refit_every") or 0)
+        rank = int(record["rank"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # the scores row still says what it is; only the series name loses the detail
+    return "" if (rank, setting) == (1, "linear") else f"rank {rank}, {setting}"
 
 
 def window_end(window: str) -> int:
@@ -138,21 +152,21 @@ def comparison_frame(scores: pd.DataFrame) -> pd.DataFrame:
     against `last`, the window's last checkpoint; each difference with its standard error
     sqrt(se_a² + se_b²) (independent problems' scores; NaN where a stderr is unknown).
 
-    Columns: window, kind, step, value, stderr, vs_checkpoint, vs_checkpoint_stderr, vs_last,
-    vs_last_stderr, folder.
+    Columns: window, setting (of_measure's), kind, step, value, stderr, vs_checkpoint,
+    vs_checkpoint_stderr, vs_last, vs_last_stderr, folder.
     """
     checkpoints = scores[scores["kind"] == "checkpoint"].drop_duplicates("step", keep="last").set_index("step")
     rows = []
-    exports = scores[scores["kind"] != "checkpoint"].sort_values(["window", "kind", "step"])
+    exports = scores[scores["kind"] != "checkpoint"].sort_values(["window", "kind", "step"], kind="stable")
     for row in exports.itertuples():
-        record = {"window": row.window, "kind": row.kind, "step": int(row.step), "value": row.value,
-                  "stderr": row.stderr}
+        record = {"window": row.window, "setting": getattr(row, "setting", ""), "kind": row.kind,
+                  "step": int(row.step), "value": row.value, "stderr": row.stderr}
         for name, step in (("vs_checkpoint", int(row.step)), ("vs_last", window_end(row.window))):
             known = step in checkpoints.index
             record[name] = row.value - checkpoints.at[step, "value"] if known else math.nan
             record[f"{name}_stderr"] = math.hypot(row.stderr, checkpoints.at[step, "stderr"]) if known else math.nan
         rows.append({**record, "folder": folder_label(row.path)})
-    return pd.DataFrame(rows, columns=["window", "kind", "step", "value", "stderr", "vs_checkpoint",
+    return pd.DataFrame(rows, columns=["window", "setting", "kind", "step", "value", "stderr", "vs_checkpoint",
                                        "vs_checkpoint_stderr", "vs_last", "vs_last_stderr", "folder"])
 
 

@@ -58,11 +58,14 @@ export leans on extrapolation. The rounding loss says how much of the predicted 
 output dtype erased.
 """,
     "Evaluate": """
-The run's real checkpoints are scored beside RELEX's extrapolations from a window. A good result is an
-extrapolated checkpoint that scores like the real checkpoint at the same step (or better than the
-window's last checkpoint, which is what you would use without RELEX). A score that falls as the target
-moves further out shows how far ahead the trend can be trusted. Differences smaller than about two
-standard errors are noise.
+The run's real checkpoints are scored beside RELEX's extrapolations from a window, each point with ±1
+standard error. The **RL checkpoints** line is what training actually reached; each **relex from window
+W** series is checkpoints extrapolated from that window alone, at their target steps. A good result is
+an extrapolated checkpoint that scores like the real checkpoint at the same step, and above the dotted
+**last of window W**: keeping the window's last checkpoint is what you would do without RELEX. A score
+that falls as the target moves further out shows how far ahead the trend can be trusted. The table
+gives each difference with its standard error: differences smaller than about two standard errors are
+noise. Scores of every window stay, so move the window, score again, and compare.
 """,
 }
 

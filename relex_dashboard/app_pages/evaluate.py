@@ -6,30 +6,13 @@ import streamlit as st
 
 from relex_core.evaluate import CommandScorer, LmEvalScorer, SampleScorer
 from relex_core.options import parse_target_steps
-from relex_dashboard import charts, evaluate, files, frames, scoring, state
+from relex_dashboard import charts, evaluate, files, frames, scoring, state, teaching
 from relex_dashboard.report import PageFigures
 
 SAMPLE, LM_EVAL, COMMAND = "Sample verifier", "lm-eval task", "Command"
 EVERY, PICKED = "every k-th", "picked"
 QUEUED = "evaluate.queued"  # folders the Export page asked to score ("score this export")
 SEEN = "evaluate.seen"      # folders the job had finished when the page was last drawn
-HOW_TO_READ = """
-Each point is one model folder scored by the benchmark, with ±1 standard error (lm-eval's, or
-sqrt(p(1 − p)/(n − 1)) for the sample verifier's accuracy over n problems): two points whose bars
-overlap are not told apart by this many problems.
-
-- The **RL checkpoints** line is what training actually reached at each step.
-- Each **relex from window W** series is checkpoints extrapolated from the window's checkpoints
-  only, scored at their target steps. Good: it lies on (or above) the RL line at the same steps, so
-  the trend seen in the window carried on; a score that falls as the target moves further out shows
-  how far ahead the trend can be trusted.
-- **last of window W** (dotted) is what keeping the window's last checkpoint gives: relex is worth
-  its export where it scores above it. *line through base and last* is the naive extrapolation.
-
-The table gives the differences with their standard errors; a Δ within about two standard errors
-of 0 is no evidence either way. Scores of every window stay (in scores.csv), so move the window
-in the sidebar, score again, and compare.
-"""
 
 
 def kept(widget, label: str, key: str, default, where=st, **options):
@@ -158,11 +141,10 @@ figures = PageFigures("Evaluate", analysis.context)
 folder = evaluate.scores_folder(analysis.run_gram.run)
 out = folder / evaluate.SCORES_FILE
 st.title("Evaluate")
+teaching.how_to_read("Evaluate")
 st.caption(f"Score the run's own checkpoints and relex's exports from window {state.code(analysis.window_label)} "
            f"(rank {analysis.rank}, {analysis.fit_name}) with a benchmark. Scoring runs in the background: other "
            f"pages can be visited meanwhile. Scores are kept in {state.code(out)} and shown on every visit.")
-with st.expander("How to read this"):
-    st.markdown(HOW_TO_READ)
 
 st.subheader("Scorer")
 scorer, items = None, []
@@ -205,6 +187,7 @@ elif scores is not None:
     figures.chart(charts.scores_chart(rows, analysis.window, f"{metric} (±1 standard error)"), rows, "scores")
     st.markdown("**Each export against the run's checkpoint at the same step, and against its window's last**")
     st.dataframe(evaluate.comparison_frame(rows), hide_index=True, column_config={
+        "setting": st.column_config.TextColumn("rank, fit", help="Empty: rank 1, linear."),
         "step": st.column_config.NumberColumn("target step", format="%d"),
         "value": st.column_config.NumberColumn(metric, format="%.3f"),
         "stderr": st.column_config.NumberColumn("± stderr", format="%.3f"),

@@ -14,7 +14,7 @@ from relex_core import WindowFit
 from relex_core.errors import RelexError
 from relex_core.evaluate import CommandScorer, LmEvalScorer, SampleScorer, fingerprint, read_scores, score
 from relex_core.export import extrapolate
-from relex_dashboard import evaluate, scoring
+from relex_dashboard import charts, evaluate, scoring
 
 from .apptest import assert_no_exception, figures, numbers, on_page, open_app, texts, trace, widget
 from .conftest import REPO_ROOT, SAMPLE_RUN
@@ -64,6 +64,27 @@ def test_the_plan_scores_picked_checkpoints_the_baselines_and_an_export_per_targ
     assert items[7].path == tmp_path / "run-w48-480-r1-linear-s2880"
     alone = evaluate.plan(fit, tmp_path, [480], [])
     assert [(item.kind, item.step) for item in alone] == [("checkpoint", 480)]
+
+
+def test_exports_of_another_rank_or_fit_get_their_own_folder_and_their_own_series(run_gram, tmp_path):
+    fits = [WindowFit(run_gram, (48, 480)), WindowFit(run_gram, (48, 480), rank=2),
+            WindowFit(run_gram, (48, 480), fit_last=3)]
+    items = [evaluate.plan(fit, tmp_path, [480], [1440]) for fit in fits]
+    assert [plan[1].path.name for plan in items] == ["run-w48-480-r1-s1440", "run-w48-480-r2-s1440",
+                                                    "run-w48-480-r1-linear-last3-s1440"]  # the Export page's names
+    for fit, plan in zip(fits, items):
+        extrapolate(fit, [1440], plan[1].path, progress=False)
+    out = tmp_path / "scores.csv"
+    score([items[0][0].path] + [plan[1].path for plan in items], SampleScorer(limit=LIMIT), out=out)
+    rows = evaluate.of_measure(evaluate.stored_scores(out)[0], f"sample limit={LIMIT}", "accuracy")
+    assert rows["setting"].tolist() == ["", "", "rank 2, linear", "rank 1, linear-last3"]
+    chart = charts.scores_chart(rows, (48, 480), "accuracy")
+    assert [item.name for item in chart.data] == [
+        "RL checkpoints", "relex from window 48:480", "last of window 48:480 (step 480)",
+        "relex from window 48:480 (rank 1, linear-last3)", "relex from window 48:480 (rank 2, linear)"]
+    comparison = evaluate.comparison_frame(rows)
+    assert comparison["setting"].tolist() == ["", "rank 2, linear", "rank 1, linear-last3"]
+    assert comparison["vs_last"].tolist() == pytest.approx((rows["value"][1:] - rows["value"][0]).tolist())
 
 
 def test_an_export_is_reused_only_when_its_relex_json_is_this_fit_kind_and_target(run_gram, tmp_path):
@@ -345,6 +366,7 @@ def test_the_export_page_sends_its_folder_to_be_scored(export_root):
 def test_evaluate_page_on_a_run_that_is_not_the_sample_offers_lm_eval_and_a_command(export_root, other_run):
     app = open_app(**{"relex.source": "folder", "relex.folder": str(other_run)})
     on_page(app, "evaluate")
+    assert app.expander[0].label == "How to read this" and "last of window W" in app.expander[0].markdown[0].value
     assert app.radio(key="evaluate.scorer").options == ["lm-eval task", "Command"]
     assert widget(app, "text_input", "lm-eval tasks").value == "" and app.button(key="evaluate.run").disabled
     app.radio(key="evaluate.scorer").set_value("Command").run()
