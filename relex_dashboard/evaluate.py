@@ -92,6 +92,11 @@ def plan(fit: WindowFit, folder, checkpoint_steps=(), target_steps=(), *, last: 
     return items
 
 
+def given_folders(paths) -> list[Item]:
+    """Folders given by path (an export from the Export page) as items: scored as they are, never rewritten."""
+    return [Item("folder", 0, Path(path)) for path in paths]
+
+
 def export_is_current(fit: WindowFit, item: Item) -> bool:
     """True when item.path holds a finished export of exactly this fit, kind and target (its relex.json,
     written last into a folder that appears whole, says so)."""

@@ -20,7 +20,7 @@ from relex_core.errors import RelexError
 from relex_core.evaluate import Scorer, score
 from relex_core.export import extrapolate
 
-from .evaluate import Item, export_is_current
+from .evaluate import export_is_current
 
 FINISHED_KEPT = 8  # finished jobs kept for their outcome notes
 
@@ -107,8 +107,3 @@ class _Registry:
 @st.cache_resource(show_spinner=False)
 def registry() -> _Registry:
     return _Registry()
-
-
-def items_of(paths) -> list[Item]:
-    """Folders given by path (an export from the Export page) as items: scored as they are, never rewritten."""
-    return [Item("folder", 0, Path(path)) for path in paths]

@@ -94,7 +94,7 @@ def choose_items(analysis, folder) -> list:
     queued = st.session_state.get(QUEUED, [])
     if queued and st.checkbox(f"and the export written on the Export page: {state.code(queued[-1])}", value=True,
                               key="evaluate.use_queued"):
-        items += scoring.items_of(queued[-1:])
+        items += evaluate.given_folders(queued[-1:])
     return items
 
 

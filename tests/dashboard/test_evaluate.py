@@ -123,7 +123,8 @@ def test_the_comparison_is_against_the_checkpoint_at_the_same_step_and_the_windo
     comparison = evaluate.comparison_frame(scores).set_index("folder")
     assert list(comparison.index) == ["w480-s1440", "w480-s2880", "w960/step-1440"]
     first = comparison.loc["w480-s1440"]
-    assert first.vs_checkpoint == pytest.approx(-0.06) and first.vs_checkpoint_stderr == pytest.approx(math.hypot(.05, .04))
+    assert first.vs_checkpoint == pytest.approx(-0.06)
+    assert first.vs_checkpoint_stderr == pytest.approx(math.hypot(.05, .04))
     assert first.vs_last == pytest.approx(0.04) and first.vs_last_stderr == pytest.approx(math.hypot(.05, .03))
     assert math.isnan(comparison.loc["w480-s2880", "vs_checkpoint"])  # no real checkpoint at 2880
     assert comparison.loc["w480-s2880", "vs_last"] == pytest.approx(0.07)
@@ -373,3 +374,19 @@ def test_evaluate_page_on_a_run_that_is_not_the_sample_offers_lm_eval_and_a_comm
     assert_no_exception(app)
     widget(app, "text_input", "Command ({path} becomes the folder)").set_value("echo 1").run()
     assert "the command must contain {path}" in texts(app) and app.button(key="evaluate.run").disabled
+
+
+def test_a_server_with_run_roots_runs_no_typed_command_and_no_task_folder_outside_them(export_root, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setenv("RELEX_RUN_ROOTS", str(tmp_path))
+    app = open_app()  # the sample run is always allowed
+    on_page(app, "evaluate")
+    app.radio(key="evaluate.scorer").set_value("lm-eval task").run()
+    assert_no_exception(app)
+    assert [error.value for error in app.error] == [
+        f"task folder '{TASKS}' is outside the folders this server may open (RELEX_RUN_ROOTS: {tmp_path})"]
+    assert app.button(key="evaluate.run").disabled
+    app.radio(key="evaluate.scorer").set_value("Command").run()
+    assert any("runs no typed commands" in info.value for info in app.info)
+    assert app.button(key="evaluate.run").disabled
+    assert "Command ({path} becomes the folder)" not in [field.label for field in app.text_input]
