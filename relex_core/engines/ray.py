@@ -22,14 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-import numpy as np
 import ray
 from ray.exceptions import RayTaskError
 
 from .. import threads
 from ..errors import RelexError
 from ..export import ExportJob, ItemLoss, export_item, item_read_bytes
-from ..gram import GramSums, check_finite, item_gram, pass_bytes, pass_items
+from ..gram import GramSums, item_gram, pass_bytes, pass_items, sum_blocks
 from ..stream import ByteProgress, RunLayout, budget_bytes, chunk_bytes, open_layout, stored_bytes
 
 # What a task holds besides its read buffer: the worker's own footprint is Ray's business, this is
@@ -68,12 +67,6 @@ class RayEngine:
         """`LocalEngine.gram_sums` on the cluster: the same items and the same sums, in the same order."""
         self.connect()
         items = pass_items(layout, chunk_mb)
-        position = {name: index for index, name in enumerate(layout.names)}
-        count = len(layout.readers)
-        rows_out = count if new is None else len(np.arange(count)[new])
-        gram = np.zeros((len(layout.names), rows_out, count))
-        base_sq_norm = np.zeros(len(layout.names))
-        changed = np.zeros((len(layout.names), rows_out), dtype=np.int64)
         groups = task_groups(items, [stored_bytes(layout, item) for item in items], budget_bytes(chunk_mb))
         memory = TASK_OVERHEAD_BYTES + chunk_bytes(layout, items)
         source = _Source(layout.run, tuple(layout.positions), uuid.uuid4().hex)
@@ -82,18 +75,9 @@ class RayEngine:
             return _gram_task.options(num_cpus=self.cpus_per_task, memory=memory, max_retries=self.max_retries) \
                 .remote(source, group, new, self.cpus_per_task)
 
-        done = 0
-        for group, blocks in self._run(groups, submit, memory, pass_bytes(layout, items), "relex gram pass (ray)",
-                                       lambda group: pass_bytes(layout, group), progress):
-            for item, block in zip(group, blocks):
-                index = position[item.tensor]
-                gram[index] += block.gram
-                base_sq_norm[index] += block.base_sq_norm
-                changed[index] += block.changed
-                done += 1
-                if done == len(items) or items[done].tensor != item.tensor:
-                    check_finite(layout, item.tensor, gram[index], base_sq_norm[index])
-        return GramSums(gram, base_sq_norm, changed)
+        results = self._run(groups, submit, memory, pass_bytes(layout, items), "relex gram pass (ray)",
+                            lambda group: pass_bytes(layout, group), progress)
+        return sum_blocks(layout, items, new, (block for _, blocks in results for block in blocks))
 
     # ------------------------------------------------------------ the export
 
