@@ -11,6 +11,7 @@ float64 product rate of one core (what the pass's time is bound by when storage 
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import sys
@@ -105,7 +106,8 @@ def main() -> None:
     run = open_run(folder)
     scratch = Path(tempfile.mkdtemp(prefix="relex-ray-bench-"))
     results = {"run": {"parameters": int(sum(np.prod(shape) for shape in qwen2_shapes(**SHAPES).values())),
-                       "checkpoints": len(run.checkpoints)}, "cores": threads.cores(), "rows": []}
+                       "checkpoints": len(run.checkpoints)}, "cores": threads.cores(), "rows": [],
+               "load_average_before": os.getloadavg()[0]}  # other jobs on this shared machine
     with open_layout(run) as layout:
         items = pass_items(layout, 256)
         gigabytes = pass_bytes(layout, items) / 1e9
@@ -133,8 +135,10 @@ def main() -> None:
         row["pass_vs_local"] = row["pass_s"] / local_pass
         row["export_vs_local"] = row["export_s"] / local_export
         row["pass_GBps"] = gigabytes / row["pass_s"]
+    results["load_average_after"] = os.getloadavg()[0]
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"run: {results['run']}")
+    print(f"run: {results['run']}; load average {results['load_average_before']:.1f} before, "
+          f"{results['load_average_after']:.1f} after")
     print("| engine | nodes | pass s | pass GB/s | pass ÷ local | export s | export ÷ local | first pass s "
           "| task latency ms | task throughput ms |")
     print("|---|---|---|---|---|---|---|---|---|---|")

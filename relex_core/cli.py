@@ -62,6 +62,8 @@ def _load_fit(args):
     from .engines import engine_for
     from .gram import compute_gram
 
+    if args.ray is not None and args.device != "cpu":
+        raise RelexError("--device applies to the local engine; with --ray the tasks multiply on their nodes' CPUs")
     args.engine = engine_for(args.ray)  # None: this process; Ray is imported only for --ray
     run_gram = compute_gram(run, cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
                             device=args.device, progress=not args.quiet, engine=args.engine)

@@ -10,7 +10,7 @@ import pytest
 
 from relex_core import RelexError, compute_gram, open_run
 from relex_core.engines import ray_address
-from relex_core.engines.ray import RayEngine
+from relex_core.engines.ray import RayEngine, task_groups
 from relex_core.gram import LocalEngine
 from relex_core.stream import open_layout
 
@@ -114,3 +114,18 @@ def test_a_plain_analyze_never_imports_ray(ray_run, tmp_path):
               "assert code == 0; assert 'ray' not in sys.modules, 'ray was imported'; print('no ray')")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("no ray"), result.stderr[-2000:]
+
+
+def test_tasks_pack_consecutive_items_up_to_the_budget():
+    items = [f"item{number}" for number in range(7)]
+    sizes = [5, 1, 1, 1, 9, 2, 3]
+    groups = task_groups(items, sizes, budget=6)
+    assert [item for group in groups for item in group] == items  # every item once, in order
+    assert groups == [("item0", "item1"), ("item2", "item3"), ("item4",), ("item5", "item6")]
+    assert task_groups([], [], budget=6) == []
+
+
+def test_device_does_not_combine_with_ray(ray_run, tmp_path):
+    result = relex("analyze", ray_run, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache",
+                   "--device", "cuda", "--ray", "127.0.0.1:1")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--device" in result.stderr
