@@ -60,21 +60,23 @@ class LocalRayCluster:
         log = open(Path(folder) / "start.log", "w")
         self.processes.append(subprocess.Popen(command, env=self.environment, stdout=log, stderr=subprocess.STDOUT,
                                                start_new_session=True))
-        self.wait_for_nodes(sum(process.poll() is None for process in self.processes))
+        self.wait_for_nodes(sum(process.poll() is None for process in self.processes), starting=self.processes[-1])
 
     def alive_nodes(self) -> int:
         script = ("import ray, logging; ray.init(address=%r, logging_level=logging.ERROR); "
-                  "print(sum(node['Alive'] for node in ray.nodes()))" % self.address)
+                  "print('alive nodes:', sum(node['Alive'] for node in ray.nodes()))" % self.address)
         result = subprocess.run([sys.executable, "-c", script], env=self.environment, capture_output=True,
                                 text=True, timeout=120)
-        return int(result.stdout.split()[-1]) if result.returncode == 0 and result.stdout.split() else -1
+        counts = [line.split(":")[1] for line in result.stdout.splitlines() if line.startswith("alive nodes:")]
+        return int(counts[-1]) if result.returncode == 0 and counts else -1  # Ray may print its own news too
 
-    def wait_for_nodes(self, count: int, timeout: float = 180) -> None:
+    def wait_for_nodes(self, count: int, timeout: float = 180, starting=None) -> None:
+        """Until the cluster counts `count` live nodes; `starting`: the `ray start` that must not have failed."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for process, folder in zip(self.processes, self.folders):
-                if process.poll() is not None and process.returncode not in (0, None) and process is self.processes[-1]:
-                    raise RuntimeError(f"ray start failed: {(Path(folder) / 'start.log').read_text()[-2000:]}")
+            if starting is not None and starting.poll() is not None:
+                log = Path(self.folders[self.processes.index(starting)]) / "start.log"
+                raise RuntimeError(f"ray start failed: {log.read_text()[-2000:]}")
             if self.alive_nodes() == count:
                 return
             time.sleep(1)

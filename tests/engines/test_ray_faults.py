@@ -26,4 +26,5 @@ def test_a_pass_survives_a_worker_node_dying_midway(ray_cluster, ray_run):
         assert all(np.array_equal(mine, theirs) for mine, theirs in zip(on_ray, local))
     finally:
         ray_cluster.processes[1].wait(timeout=120)  # its `ray start --block` ends with the raylet
+        ray_cluster.wait_for_nodes(1)  # the cluster has declared it dead: later drivers are not told so again
         ray_cluster.add_node()  # two nodes again for the tests after this one
