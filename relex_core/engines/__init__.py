@@ -28,3 +28,12 @@ def engine_for(option):
     from .ray import RayEngine
 
     return RayEngine(address)
+
+
+def __getattr__(name):
+    """`from relex_core.engines import RayEngine` imports Ray then, and only then."""
+    if name == "RayEngine":
+        from .ray import RayEngine
+
+        return RayEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

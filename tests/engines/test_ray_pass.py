@@ -30,8 +30,10 @@ def folder_bytes(folder: Path) -> dict:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def test_analyze_on_ray_writes_the_local_tables_and_the_same_cache(ray_cluster, ray_run, tmp_path):
-    arguments = ["analyze", ray_run, "--window", "0:40", "--rank", "2", "--chunk-mb", TINY_CHUNKS]
+@pytest.mark.parametrize("command", [["analyze", "--window", "0:40", "--rank", "2"],
+                                     ["backtest", "--window", "0:40"], ["spectra", "--step", "40", "--k", "2"]])
+def test_commands_on_ray_write_the_local_tables_and_the_same_cache(ray_cluster, ray_run, tmp_path, command):
+    arguments = [command[0], ray_run, *command[1:], "--chunk-mb", TINY_CHUNKS]
     local = relex(*arguments, "--out", tmp_path / "local", "--cache-dir", tmp_path / "local-cache")
     on_ray = relex(*arguments, "--out", tmp_path / "ray", "--cache-dir", tmp_path / "ray-cache",
                    "--ray", ray_cluster.address)
