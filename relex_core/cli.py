@@ -35,6 +35,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, window: bool = True) -> 
     parser.add_argument("--chunk-mb", type=float, default=256, help="working set per chunk in MB (default 256)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda for the Gram products (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run the pass (and an export) as tasks on a Ray cluster: HOST:PORT, ray://HOST:PORT or "
+                        "auto (alone: $RAY_ADDRESS, else auto); every node must see the run at the same path")
 
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,10 +59,14 @@ def _load_fit(args):
         folder = _check_output_path(args.out, run)
         if getattr(args, "force", True) is False and folder.exists():  # an export replaces a folder only with --force
             raise RelexError("destination folder already exists (use --force to replace it)", path=folder)
+    from .engines import engine_for
     from .gram import compute_gram
 
+    if args.ray is not None and args.device != "cpu":
+        raise RelexError("--device applies to the local engine; with --ray the tasks multiply on their nodes' CPUs")
+    args.engine = engine_for(args.ray)  # None: this process; Ray is imported only for --ray
     run_gram = compute_gram(run, cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
-                            device=args.device, progress=not args.quiet)
+                            device=args.device, progress=not args.quiet, engine=args.engine)
     for note in (*run.notes, *run_gram.notes):  # after the pass: a failed run prints its one error line alone
         print(f"relex: note: {note}", file=sys.stderr)
     from .analysis import WindowFit
@@ -165,14 +172,15 @@ def command_extrapolate(args) -> None:
     from . import export
     _print_exports(export.extrapolate(fit, targets, args.out, method=args.method, dtype=args.dtype,
                                       shard_size=args.shard_size, force=args.force, progress=not args.quiet,
-                                      chunk_mb=args.chunk_mb))
+                                      chunk_mb=args.chunk_mb, engine=args.engine))
 
 
 def command_reconstruct(args) -> None:
     fit = _load_fit(args)
     from . import export
     _print_exports([export.reconstruct(fit, args.step, args.out, dtype=args.dtype, shard_size=args.shard_size,
-                                       force=args.force, progress=not args.quiet, chunk_mb=args.chunk_mb)])
+                                       force=args.force, progress=not args.quiet, chunk_mb=args.chunk_mb,
+                                       engine=args.engine)])
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,11 +15,13 @@ part of a small update; how much is measured on the way (`rounding_loss`).
     extrapolate(fit, [600, 800], "exports/grpo")   # exports/grpo/step-600, exports/grpo/step-800
 """
 
+import functools
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ from .analysis import WindowFit
 from .errors import RelexError
 from .io.dtypes import FLOAT_DTYPES, SAFETENSORS_CODES, dtype_name
 from .io.reader import CheckpointReader
-from .io.writer import ShardedWriter, TensorSpec, atomic_folder, finished_together
+from .io.writer import ShardedWriter, TensorSpec, atomic_folder
 from .options import parse_target_steps
 from .rounding import round_to
 from .stream import (ByteProgress, ReadAhead, RunLayout, WorkItem, budget_bytes, chunk_bytes, float64_blocks,
@@ -116,7 +118,7 @@ class _Targets:
 
 def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dtype=None,
                 shard_size=DEFAULT_SHARD_SIZE, force: bool = False, progress=True,
-                chunk_mb: float = 256) -> list[ExportResult]:
+                chunk_mb: float = 256, engine=None) -> list[ExportResult]:
     """Write θ̂(s) for each target step s as an HF checkpoint folder.
 
     Args:
@@ -129,6 +131,8 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
         shard_size: bytes per safetensors shard (int or '5GB').
         progress: True (tqdm bar on stderr), False, or a callable(fraction, message) told the bytes read.
         chunk_mb: planned float64 working set of one chunk (peak memory is a small multiple of it).
+        engine: where the work items run: None (this process) or an engine with `export_items`
+            (`relex_core.engines.RayEngine`); the folder is the same, byte for byte.
     """
     options = ExportOptions.parse(dtype=dtype, shard_size=shard_size, force=force, progress=progress,
                                   chunk_mb=chunk_mb)
@@ -136,18 +140,18 @@ def extrapolate(fit: WindowFit, target_steps, out, *, method: str = "relex", dty
     targets = _Targets(weights=fit.weights(steps, method), steps=steps,
                        labels=[{"method": method, "target_step": step} for step in steps],
                        subfolders=[""] if len(steps) == 1 else [f"step-{step}" for step in steps])
-    return _export(fit, targets, out, options)
+    return _export(fit, targets, out, options, engine)
 
 
 def reconstruct(fit: WindowFit, step: int, out, *, dtype=None, shard_size=DEFAULT_SHARD_SIZE,
-                force: bool = False, progress=True, chunk_mb: float = 256) -> ExportResult:
+                force: bool = False, progress=True, chunk_mb: float = 256, engine=None) -> ExportResult:
     """Write the rank-k projection of an observed checkpoint onto the window's subspace:
     θ_0 + Σ_k c_k(step) v_k. Comparing it with the real checkpoint shows what rank k leaves out."""
     options = ExportOptions.parse(dtype=dtype, shard_size=shard_size, force=force, progress=progress,
                                   chunk_mb=chunk_mb)
     targets = _Targets(weights=fit.reconstruction_weights(int(step))[:, :, None], steps=[int(step)],
                        labels=[{"method": "reconstruct", "target_step": int(step)}], subfolders=[""])
-    return _export(fit, targets, out, options)[0]
+    return _export(fit, targets, out, options, engine)[0]
 
 
 # ---------------------------------------------------------------- the pass
@@ -182,7 +186,7 @@ def _plan_tensors(fit: WindowFit, base: CheckpointReader, dtype: torch.dtype | N
     return plans
 
 
-def _export(fit: WindowFit, targets: _Targets, out, options: ExportOptions) -> list[ExportResult]:
+def _export(fit: WindowFit, targets: _Targets, out, options: ExportOptions, engine=None) -> list[ExportResult]:
     run = fit.run_gram.run
     options = _native_default_dtype(run, options)
     destination = Path(out).expanduser().absolute()
@@ -198,7 +202,7 @@ def _export(fit: WindowFit, targets: _Targets, out, options: ExportOptions) -> l
         for folder in folders:
             folder.mkdir(exist_ok=True)
         provenance = _provenance(fit, targets, options.dtype)
-        losses = _write_weights(fit, layout, targets.weights[:, used, :], folders, provenance, options)
+        losses = _write_weights(fit, layout, targets.weights[:, used, :], folders, provenance, options, engine)
         results = []
         for folder, sub, step, record, loss in zip(folders, targets.subfolders, targets.steps, provenance, losses):
             record["rounding_loss"] = float(loss) if np.isfinite(loss) else None
@@ -211,68 +215,139 @@ def _export(fit: WindowFit, targets: _Targets, out, options: ExportOptions) -> l
     return results
 
 
-def _write_weights(fit, layout: RunLayout, weights: np.ndarray, folders, provenance,
-                   options: ExportOptions) -> np.ndarray:
-    """Stream every tensor into one ShardedWriter per target; returns the rounding loss per target.
+@dataclass(frozen=True)
+class ExportJob:
+    """Everything an export work item needs besides the layout; small and picklable (a Ray task gets it).
 
-    weights: (n_tensors, S, T) for the S checkpoints of the layout and T targets.
+    plans: every output tensor, in base order; weights: (n_tensors, S, T) for the S checkpoints of
+    the layout and T targets; writers: one `ShardedWriter` per target, its shards already laid out.
+    """
+    plans: tuple
+    weights: np.ndarray
+    writers: tuple
+
+    @functools.cached_property
+    def by_name(self) -> dict:
+        return {plan.name: plan for plan in self.plans}
+
+    @property
+    def n_targets(self) -> int:
+        return self.weights.shape[2]
+
+
+class ItemLoss(NamedTuple):
+    """What one export work item adds to the rounding loss, per target: Σ erased², Σ δ̂²."""
+    erased_sq: np.ndarray
+    update_sq: np.ndarray
+
+
+def export_items(job: ExportJob, layout: RunLayout, chunk_mb: float) -> list[WorkItem]:
+    """Row ranges of every output tensor in base order, sized so that θ_0 and S deltas in float64 for
+    two chunks plus about 3 rows per target would fit chunk_mb. What is held is less: two read buffers
+    as stored (bf16: 2 bytes an element), one output buffer per target in the output dtype, a
+    cache-sized float64 block per core, and δ̂ in float64 for each target with its rounding
+    temporaries (the "3 rows per target")."""
+    return plan_chunks(layout, budget_bytes(chunk_mb), 8 * (2 * (len(layout.readers) + 1) + 3 * job.n_targets),
+                       names=[plan.name for plan in job.plans])
+
+
+def item_read_bytes(job: ExportJob, layout: RunLayout, item: WorkItem) -> int:
+    """Bytes an item reads: a copy reads θ_0 alone (in a dtype relex may not analyse), a sum every checkpoint."""
+    plan = job.by_name[item.tensor]
+    if plan.weight_row is None:
+        return (item.stop - item.start) * layout.base.tensors[plan.name].row_numel * plan.spec.dtype.itemsize
+    return stored_bytes(layout, WorkItem(plan.source, item.start, item.stop))
+
+
+def read_item(job: ExportJob, layout: RunLayout, item: WorkItem, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """θ_0's rows for a copy; θ_0 and every checkpoint's rows (`read_rows`) for a sum."""
+    plan = job.by_name[item.tensor]
+    if plan.weight_row is None:
+        return layout.base.read(plan.source, item.start, item.stop)
+    return read_rows(layout, WorkItem(plan.source, item.start, item.stop), out=buffer)
+
+
+def write_item(job: ExportJob, layout: RunLayout, item: WorkItem, rows: torch.Tensor, *, outputs=None,
+               pool: ThreadPoolExecutor | None = None) -> ItemLoss:
+    """Compute one item's rows of every target from its `read_item` rows and write them in place.
+
+    The unit of work of the export, wherever it runs: writing the same rows twice gives the same
+    files, so a retried item is harmless. outputs: reusable uint8 buffers, one per target.
+    """
+    plan = job.by_name[item.tensor]
+    if plan.weight_row is None:
+        return _write_copy(plan, item, rows, job.writers)
+    numel = rows.shape[1]
+    if outputs is None:
+        outputs = [torch.empty(numel * plan.spec.dtype.itemsize, dtype=torch.uint8) for _ in job.writers]
+    loss = _write_sum(plan, item, rows, job.weights[plan.weight_row], outputs, job.writers, pool)
+    _check_finite(layout, plan, loss)
+    return loss
+
+
+def export_item(job: ExportJob, layout: RunLayout, item: WorkItem, pool: ThreadPoolExecutor | None = None) -> ItemLoss:
+    """`read_item` then `write_item`: an item on its own, as another process runs it."""
+    return write_item(job, layout, item, read_item(job, layout, item), pool=pool)
+
+
+def add_losses(losses, n_targets: int) -> ItemLoss:
+    """The items' losses added in item order, so that the sum does not depend on who computed which."""
+    erased_sq, update_sq = np.zeros(n_targets), np.zeros(n_targets)
+    for loss in losses:
+        erased_sq += loss.erased_sq
+        update_sq += loss.update_sq
+    return ItemLoss(erased_sq, update_sq)
+
+
+def local_export(job: ExportJob, layout: RunLayout, items, progress) -> list[ItemLoss]:
+    """Every item in this process: one reading thread ahead of `threads.cores()` summing threads."""
+    summed = [WorkItem(job.by_name[name].source, start, stop) for name, start, stop in items
+              if job.by_name[name].weight_row is not None]
+    output_bytes = max(((stop - start) * layout.base.tensors[name].row_numel * job.by_name[name].spec.dtype.itemsize
+                        for name, start, stop in items if job.by_name[name].weight_row is not None), default=0)
+    outputs = [torch.empty(output_bytes, dtype=torch.uint8) for _ in range(job.n_targets)]
+    losses = []
+    with ThreadPoolExecutor(threads.cores(), thread_name_prefix="relex-export") as pool, \
+            ByteProgress(sum(item_read_bytes(job, layout, item) for item in items), "relex export", progress) as bar, \
+            ReadAhead(items, lambda item, buffer: read_item(job, layout, item, buffer),
+                      chunk_bytes(layout, summed)) as chunks:
+        for item, rows in chunks:
+            losses.append(write_item(job, layout, item, rows, outputs=outputs, pool=pool))
+            bar.advance(item_read_bytes(job, layout, item))
+    return losses
+
+
+def _write_weights(fit, layout: RunLayout, weights: np.ndarray, folders, provenance, options: ExportOptions,
+                   engine=None) -> np.ndarray:
+    """Lay out one ShardedWriter per target, then run every item (here, or on `engine`); returns the
+    rounding loss per target. weights: (n_tensors, S, T) for the S checkpoints of the layout and T targets.
     """
     threads.configure()
     plans = _plan_tensors(fit, layout.base, options.dtype)
-    by_name = {plan.name: plan for plan in plans}
-    n_targets, window = weights.shape[2], len(layout.readers)
-    # Chunks of every tensor in base order, sized so that θ_0 and S deltas in float64 for two chunks
-    # plus about 3 rows per target would fit chunk_mb. What is held is less: two read buffers as
-    # stored (bf16: 2 bytes an element), one output buffer per target in the output dtype, a
-    # cache-sized float64 block per core, and δ̂ in float64 for each target with its rounding
-    # temporaries (the "3 rows per target").
-    items = plan_chunks(layout, budget_bytes(options.chunk_mb), 8 * (2 * (window + 1) + 3 * n_targets),
-                        names=list(by_name))
-    summed = [WorkItem(by_name[name].source, start, stop) for name, start, stop in items
-              if by_name[name].weight_row is not None]
-    output_bytes = max((((stop - start) * layout.base.tensors[name].row_numel * by_name[name].spec.dtype.itemsize)
-                        for name, start, stop in items if by_name[name].weight_row is not None), default=0)
-    outputs = [torch.empty(output_bytes, dtype=torch.uint8) for _ in range(n_targets)]
     writers = [ShardedWriter(folder, [plan.spec for plan in plans], shard_size=options.shard_size,
                              metadata=_header_metadata(record)) for folder, record in zip(folders, provenance)]
-    erased_sq, update_sq = np.zeros(n_targets), np.zeros(n_targets)
-
-    # Bytes read per row of each tensor: a copy reads θ_0 alone (in a dtype relex may not analyse).
-    bytes_per_row = {plan.name: layout.base.tensors[plan.name].row_numel * plan.spec.dtype.itemsize
-                     if plan.weight_row is None else stored_bytes(layout, WorkItem(plan.source, 0, 1))
-                     for plan in plans}
-
-    def read_bytes(item) -> int:
-        return (item.stop - item.start) * bytes_per_row[item.tensor]
-
-    def read(item, buffer):
-        plan = by_name[item.tensor]
-        if plan.weight_row is None:
-            return layout.base.read(plan.source, item.start, item.stop)
-        return read_rows(layout, WorkItem(plan.source, item.start, item.stop), out=buffer)
-
-    with finished_together(writers), ThreadPoolExecutor(threads.cores(), thread_name_prefix="relex-export") as pool, \
-            ByteProgress(sum(map(read_bytes, items)), "relex export", options.progress) as bar, \
-            ReadAhead(items, read, chunk_bytes(layout, summed)) as chunks:
-        for item, rows in chunks:
-            plan = by_name[item.tensor]
-            if plan.weight_row is None:
-                _write_copy(plan, rows, writers, erased_sq)
-            else:
-                _write_sum(plan, rows, weights[plan.weight_row], outputs, writers, erased_sq, update_sq, pool)
-                _check_finite(layout, plan, erased_sq, update_sq)
-            bar.advance(read_bytes(item))
+    job = ExportJob(tuple(plans), weights, tuple(writers))
+    items = export_items(job, layout, options.chunk_mb)
+    run_items = getattr(engine, "export_items", None) or local_export
+    erased_sq, update_sq = add_losses(run_items(job, layout, items, options.progress), job.n_targets)
+    for writer in writers:
+        writer.finish()
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sqrt(erased_sq / update_sq)
 
 
-def _write_sum(plan: _Plan, rows: torch.Tensor, weights: np.ndarray, outputs, writers, erased_sq, update_sq,
-               pool: ThreadPoolExecutor):
+# Columns of one part of `_write_sum`: a fixed size, not a share per core, so an item's loss sums
+# the same way on any machine (a Ray export's relex.json equals the local one's).
+PART_COLUMNS = 1 << 17
+
+
+def _write_sum(plan: _Plan, item: WorkItem, rows: torch.Tensor, weights: np.ndarray, outputs, writers,
+               pool: ThreadPoolExecutor | None) -> ItemLoss:
     """θ̂ = θ_0 + Σ_t w_t Δ_t for every target, rounded once, written to every target's shards.
 
     rows: θ_0 then the window checkpoints, as stored (`read_rows`); weights: (S, T) for this tensor.
-    The columns are split into one contiguous part per pool thread: torch and numpy release the
-    GIL, so the parts are summed side by side while the reading thread fills the other buffer.
+    The columns are split into parts of PART_COLUMNS, summed on the pool's threads: torch and numpy
+    release the GIL, so the parts are summed side by side while the reading thread fills the other buffer.
     """
     numel = rows.shape[1]
     targets = [output[:numel * plan.spec.dtype.itemsize].view(plan.spec.dtype) for output in outputs]
@@ -281,15 +356,18 @@ def _write_sum(plan: _Plan, rows: torch.Tensor, weights: np.ndarray, outputs, wr
     # RL updates: ~1e-13 relative), far below what rounding to the output dtype takes (bf16: ~1e-3).
     weights = torch.from_numpy(weights.T)  # (S, T)
     combined = torch.cat([-weights.sum(dim=1, keepdim=True), weights], dim=1)  # (S, T + 1)
-    bounds = np.linspace(0, numel, threads.cores() + 1).astype(int)
-    parts = [pool.submit(_sum_columns, rows[:, start:stop], combined, [target[start:stop] for target in targets])
-             for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
-    for part in parts:  # in column order, so the sums of squares do not depend on timing
-        erased, update = part.result()
+    bounds = [(start, min(numel, start + PART_COLUMNS)) for start in range(0, numel, PART_COLUMNS)]
+    arguments = [(rows[:, start:stop], combined, [target[start:stop] for target in targets]) for start, stop in bounds]
+    parts = ([pool.submit(_sum_columns, *part) for part in arguments] if pool is not None and len(arguments) > 1
+             else None)
+    erased_sq, update_sq = np.zeros(len(targets)), np.zeros(len(targets))
+    for number, part in enumerate(arguments):  # in column order, so the sums of squares do not depend on timing
+        erased, update = parts[number].result() if parts is not None else _sum_columns(*part)
         erased_sq += erased
         update_sq += update
     for output, writer in zip(targets, writers):
-        writer.write(plan.name, output)
+        writer.write_rows(plan.name, item.start, output)
+    return ItemLoss(erased_sq, update_sq)
 
 
 def _sum_columns(rows: torch.Tensor, combined: torch.Tensor, targets) -> tuple[np.ndarray, np.ndarray]:
@@ -315,21 +393,23 @@ def _sum_columns(rows: torch.Tensor, combined: torch.Tensor, targets) -> tuple[n
     return erased_sq, update_sq
 
 
-def _check_finite(layout: RunLayout, plan: _Plan, erased_sq, update_sq) -> None:
-    if not np.isfinite(update_sq).all():
+def _check_finite(layout: RunLayout, plan: _Plan, loss: ItemLoss) -> None:
+    if not np.isfinite(loss.update_sq).all():
         raise locate_non_finite(layout, plan.source)
-    if not np.isfinite(erased_sq).all():
+    if not np.isfinite(loss.erased_sq).all():
         raise RelexError(f"values overflow the output dtype {dtype_name(plan.spec.dtype)}",
                          path=layout.base.tensors[plan.source].file, tensor=plan.name)
 
 
-def _write_copy(plan: _Plan, base_rows: torch.Tensor, writers, erased_sq) -> None:
+def _write_copy(plan: _Plan, item: WorkItem, base_rows: torch.Tensor, writers) -> ItemLoss:
     """A tensor without direction is θ_0; a change of float dtype still counts in the rounding loss."""
     rounded = round_to(base_rows, plan.spec.dtype) if base_rows.is_floating_point() else base_rows
+    erased_sq = np.zeros(len(writers))
     for target, writer in enumerate(writers):
-        writer.write(plan.name, rounded)
+        writer.write_rows(plan.name, item.start, rounded)
         if plan.spec.dtype.is_floating_point and plan.spec.dtype != base_rows.dtype:
-            erased_sq[target] += float((rounded.to(torch.float64) - base_rows.to(torch.float64)).square().sum())
+            erased_sq[target] = float((rounded.to(torch.float64) - base_rows.to(torch.float64)).square().sum())
+    return ItemLoss(erased_sq, np.zeros(len(writers)))
 
 
 # ---------------------------------------------------------------- beside the weights

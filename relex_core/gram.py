@@ -238,12 +238,6 @@ class LocalEngine:
         threads.configure()
         device = resolve_device(self.device)
         items = pass_items(layout, chunk_mb)
-        position = {name: index for index, name in enumerate(layout.names)}
-        count = len(layout.readers)
-        rows_out = count if new is None else len(np.arange(count)[new])
-        gram = np.zeros((len(layout.names), rows_out, count))
-        base_sq_norm = np.zeros(len(layout.names))
-        changed = np.zeros((len(layout.names), rows_out), dtype=np.int64)
         workers = self.workers or threads.cores()
         products = ThreadPoolExecutor(workers, thread_name_prefix="relex-gram") \
             if device == "cpu" and workers > 1 else nullcontext()
@@ -253,17 +247,32 @@ class LocalEngine:
 
         with products as pool, ByteProgress(pass_bytes(layout, items), "relex gram pass", progress) as bar, \
                 ReadAhead(items, read, chunk_bytes(layout, items), self.prefetch) as chunks:
-            for number, (item, rows) in enumerate(chunks):
-                index = position[item.tensor]
-                block = gram_block(rows, new, device=device, pool=pool)
-                gram[index] += block.gram
-                base_sq_norm[index] += block.base_sq_norm
-                changed[index] += block.changed
-                last_chunk_of_tensor = number + 1 == len(items) or items[number + 1].tensor != item.tensor
-                if last_chunk_of_tensor:
-                    check_finite(layout, item.tensor, gram[index], base_sq_norm[index])
-                bar.advance(stored_bytes(layout, item))
-        return GramSums(gram, base_sq_norm, changed)
+            def blocks():
+                for item, rows in chunks:
+                    block = gram_block(rows, new, device=device, pool=pool)
+                    bar.advance(stored_bytes(layout, item))
+                    yield block
+            return sum_blocks(layout, items, new, blocks())
+
+
+def sum_blocks(layout: RunLayout, items, new, blocks) -> GramSums:
+    """Add the items' `GramBlock`s, given in item order, per tensor; each tensor is checked for NaN/Inf
+    once its last block is in. Every engine adds this way, so their sums are equal, not merely close."""
+    position = {name: index for index, name in enumerate(layout.names)}
+    count = len(layout.readers)
+    rows_out = count if new is None else len(np.arange(count)[new])
+    gram = np.zeros((len(layout.names), rows_out, count))
+    base_sq_norm = np.zeros(len(layout.names))
+    changed = np.zeros((len(layout.names), rows_out), dtype=np.int64)
+    for number, (item, block) in enumerate(zip(items, blocks)):
+        index = position[item.tensor]
+        gram[index] += block.gram
+        base_sq_norm[index] += block.base_sq_norm
+        changed[index] += block.changed
+        last_chunk_of_tensor = number + 1 == len(items) or items[number + 1].tensor != item.tensor
+        if last_chunk_of_tensor:
+            check_finite(layout, item.tensor, gram[index], base_sq_norm[index])
+    return GramSums(gram, base_sq_norm, changed)
 
 
 def pass_bytes(layout: RunLayout, items) -> int:

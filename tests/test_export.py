@@ -363,16 +363,16 @@ def snapshot(folder) -> dict:
 def test_an_interrupted_export_leaves_nothing_behind(run, cache_dir, tmp_path, monkeypatch, fault):
     fit = window_fit(run, cache_dir, rank=2)
     before = snapshot(run)
-    original, calls, seen_on_disk = ShardedWriter.write, [0], []
+    original, calls, seen_on_disk = ShardedWriter.write_rows, [0], []
 
-    def failing_write(self, name, data):
+    def failing_write(self, name, first_row, data):
         calls[0] += 1
         if calls[0] == 40:  # well after the first shard of the first target is complete
             seen_on_disk.extend(path.name for path in self.folder.parent.rglob("model-00001-*"))
             raise fault("injected")
-        return original(self, name, data)
+        return original(self, name, first_row, data)
 
-    monkeypatch.setattr(ShardedWriter, "write", failing_write)
+    monkeypatch.setattr(ShardedWriter, "write_rows", failing_write)
     with pytest.raises(fault):
         extrapolate(fit, [60, 80], tmp_path / "out", shard_size=20_000, progress=False)
     assert seen_on_disk  # the failure came mid-way, after shards were written
@@ -385,10 +385,10 @@ def test_a_failed_forced_export_keeps_the_old_destination(run, cache_dir, tmp_pa
     old, = extrapolate(fit, [60], tmp_path / "out", progress=False)
     old_files = snapshot(old.path)
 
-    def failing_write(self, name, data):
+    def failing_write(self, name, first_row, data):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(ShardedWriter, "write", failing_write)
+    monkeypatch.setattr(ShardedWriter, "write_rows", failing_write)
     with pytest.raises(RuntimeError):
         extrapolate(fit, [90], tmp_path / "out", force=True, progress=False)
     assert snapshot(old.path) == old_files

@@ -1,8 +1,8 @@
 """Write checkpoints the way HF does, streaming, and atomically.
 
-`ShardedWriter` knows every tensor's name, shape and dtype up front, so it can write each
-safetensors header first and then append tensor data chunk by chunk: memory stays at one
-chunk however large the model. Shards follow HF's naming (`model-00001-of-00003.safetensors`
+`ShardedWriter` knows every tensor's name, shape and dtype up front, so it writes each
+safetensors header first, and then tensor data chunk by chunk at its place in the file: memory
+stays at one chunk however large the model, and chunks may come from several processes. Shards follow HF's naming (`model-00001-of-00003.safetensors`
 plus `model.safetensors.index.json`), or a single `model.safetensors` when it all fits.
 `atomic_folder` builds the output in a temporary folder beside the destination and renames
 it at the end, so a failure or Ctrl-C leaves no partial checkpoint; what a killed process
@@ -65,7 +65,15 @@ def _header(specs, metadata: dict | None) -> bytes:
 
 
 class ShardedWriter:
-    """Stream tensors into HF-style safetensors shards: `write(name, rows)` in declaration order."""
+    """HF-style safetensors shards, laid out in full before any value is known.
+
+    The constructor writes every shard's header and sizes the file, so each tensor's bytes have a
+    fixed place. `write_rows(name, first_row, rows)` puts rows there with `os.pwrite`: any process
+    that sees the folder may write any tensor's rows, in any order (the export's Ray tasks do),
+    and writing the same rows twice is harmless. `write(name, rows)` appends rows tensor after
+    tensor, in declaration order, for a caller that has them in order.
+    The writer holds no open file between calls, so it pickles (a task gets a copy).
+    """
 
     def __init__(self, folder, specs, shard_size: int | None = None, metadata: dict | None = None):
         self.folder = Path(folder)
@@ -73,57 +81,75 @@ class ShardedWriter:
         count = len(self.shards)
         self.filenames = (["model.safetensors"] if count == 1 else
                           [f"model-{index:05d}-of-{count:05d}.safetensors" for index in range(1, count + 1)])
-        self.metadata = metadata
-        self._queue = [(shard_index, spec) for shard_index, shard in enumerate(self.shards) for spec in shard]
-        self._position, self._written, self._shard_index, self._file = 0, 0, -1, None
+        self.places = {}  # tensor name -> (file name, byte offset of its data, spec)
+        for filename, shard in zip(self.filenames, self.shards):
+            header = _header(shard, metadata)
+            offset = len(header)
+            for spec in shard:
+                self.places[spec.name] = (filename, offset, spec)
+                offset += spec.nbytes
+            with open(self.folder / filename, "wb") as file:
+                file.write(header)
+                file.truncate(offset)  # unwritten data reads as zeros until its rows arrive
+        self._queue = [spec for shard in self.shards for spec in shard]
+        self._position, self._written = 0, 0
+
+    def write_rows(self, name: str, first_row: int, rows: torch.Tensor) -> None:
+        """Write rows [first_row, first_row + len(rows)) of tensor `name` (converted to its dtype) in place."""
+        filename, offset, spec = self.places[name]
+        raw = rows.detach().to("cpu", spec.dtype).contiguous().reshape(-1).view(torch.uint8).numpy()
+        row_bytes = spec.nbytes // max(1, spec.shape[0]) if spec.shape else spec.nbytes
+        start = first_row * row_bytes
+        if start + raw.nbytes > spec.nbytes:
+            raise ValueError(f"too much data written for {spec.name}")
+        descriptor = os.open(self.folder / filename, os.O_WRONLY)  # never O_CREAT: a removed folder stays removed
+        try:
+            view, position = memoryview(raw), offset + start
+            while view.nbytes:
+                written = os.pwrite(descriptor, view, position)
+                view, position = view[written:], position + written
+        finally:
+            os.close(descriptor)
 
     def write(self, name: str, data: torch.Tensor) -> None:
-        """Append the next rows of tensor `name` (converted to its declared dtype)."""
-        self._skip_empty_before(name)
+        """Append the next rows of tensor `name`: tensors in declaration order, rows in order."""
+        while (self._position < len(self._queue) and self._written == 0
+               and self._queue[self._position].nbytes == 0 and self._queue[self._position].name != name):
+            self._position += 1  # tensors with no elements get no write call
         if self._position == len(self._queue):
             raise ValueError(f"every tensor is already written, got more data for {name}")
-        shard_index, spec = self._queue[self._position]
+        spec = self._queue[self._position]
         if name != spec.name:
             raise ValueError(f"expected data for {spec.name}, got {name}")
-        if shard_index != self._shard_index:
-            self._open_shard(shard_index)
-        raw = data.detach().to("cpu", spec.dtype).contiguous().reshape(-1).view(torch.uint8)
-        self._file.write(raw.numpy().data)
-        self._written += raw.numel()
-        if self._written > spec.nbytes:
+        nbytes = element_count(data.shape) * spec.dtype.itemsize
+        if self._written + nbytes > spec.nbytes:
             raise ValueError(f"too much data written for {spec.name}")
+        row_bytes = spec.nbytes // max(1, spec.shape[0]) if spec.shape else spec.nbytes
+        self.write_rows(name, self._written // max(1, row_bytes), data)
+        self._written += nbytes
         if self._written == spec.nbytes:
             self._position, self._written = self._position + 1, 0
 
-    def _skip_empty_before(self, name: str) -> None:
-        """Tensors with no elements get no write call: step over them, opening their shard for the header."""
-        while (self._position < len(self._queue) and self._written == 0
-               and self._queue[self._position][1].nbytes == 0 and self._queue[self._position][1].name != name):
-            shard_index = self._queue[self._position][0]
-            if shard_index != self._shard_index:
-                self._open_shard(shard_index)
-            self._position += 1
-
-    def _open_shard(self, shard_index: int) -> None:
-        self._close_file()
-        self._shard_index = shard_index
-        self._file = open(self.folder / self.filenames[shard_index], "wb")
-        self._file.write(_header(self.shards[shard_index], self.metadata))
-
-    def _close_file(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-
     def close(self) -> list[Path]:
-        """Finish the last shard and write the index when sharded; returns the files written."""
-        self._skip_empty_before(None)
+        """End of sequential `write`s: every tensor must be complete; then `finish`."""
+        while self._position < len(self._queue) and self._written == 0 and self._queue[self._position].nbytes == 0:
+            self._position += 1
         if self._position != len(self._queue):
-            raise ValueError(f"tensor {self._queue[self._position][1].name} was not fully written")
-        self._close_file()
+            raise ValueError(f"tensor {self._queue[self._position].name} was not fully written")
+        return self.finish()
+
+    def finish(self) -> list[Path]:
+        """Flush the shards to disk and write the index when sharded; returns the files written.
+
+        The caller vouches that every row was written (`write_rows` from other processes cannot be counted here).
+        """
         files = [self.folder / filename for filename in self.filenames]
+        for file in files:
+            descriptor = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
         if len(self.shards) > 1:
             weight_map = {spec.name: filename for filename, shard in zip(self.filenames, self.shards) for spec in shard}
             index = {"metadata": {"total_size": sum(spec.nbytes for shard in self.shards for spec in shard)},
@@ -134,14 +160,12 @@ class ShardedWriter:
         return files
 
     def abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Nothing is held open between writes; the caller removes the folder (`atomic_folder`)."""
 
 
 @contextmanager
 def finished_together(writers):
-    """Close every writer when the block succeeds; on any exception, abort them all (open files closed)."""
+    """Close every writer when the block succeeds (sequential `write`s complete); on any exception, abort them all."""
     try:
         yield writers
         for writer in writers:
