@@ -534,7 +534,18 @@ def write_report(results: dict, path: Path) -> None:
                   f"{config['before_commit']})", "",
                   _table(pd.DataFrame(results["before_after"]), {"seconds": "{:.1f}", "peak_rss_mb": "{:.0f}"}), ""]
     lines += [DESIGN_NOTES]
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    path.write_text("\n".join(lines).rstrip() + "\n" + _kept_sections(path))
+
+
+# Sections other scripts write into RESULTS.md (bench/ray_engine.py's): kept when this report is rewritten.
+KEPT_HEADINGS = ("## Ray engine",)
+
+
+def _kept_sections(path: Path) -> str:
+    """The old report from the first kept heading on, or '' (run_bench writes everything before it)."""
+    old = path.read_text() if path.is_file() else ""
+    starts = [old.find("\n" + heading) for heading in KEPT_HEADINGS if "\n" + heading in old]
+    return "\n" + old[min(starts) + 1:].rstrip() + "\n" if starts else ""
 
 
 def run_benchmark(config: BenchConfig, out: Path, command: str = "", log=print) -> dict:

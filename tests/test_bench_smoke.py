@@ -17,6 +17,8 @@ from relex_core.io.reader import CheckpointReader
 def test_benchmark_runs_end_to_end_and_relex_matches_the_naive_svd(tmp_path):
     config = BenchConfig.smoke(tmp_path / "data")
     report = tmp_path / "RESULTS.md"
+    ray_section = "## Ray engine (`--ray`): written by bench/ray_engine.py\n\nkept as it is\n"
+    report.write_text("## 1–2. an old report\n\n" + ray_section)
 
     results = run_benchmark(config, report, command="pytest smoke", log=lambda message: None)
 
@@ -36,6 +38,7 @@ def test_benchmark_runs_end_to_end_and_relex_matches_the_naive_svd(tmp_path):
     for heading in ("## 1–2.", "## 3.", "## 4.", "## 5.", "## 6."):
         assert heading in text
     assert "Command: `pytest smoke`" in text
+    assert text.endswith("\n" + ray_section) and "an old report" not in text  # another script's section stays
     assert report.with_suffix(".json").is_file()
 
 
