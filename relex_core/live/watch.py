@@ -85,9 +85,11 @@ def watch(options: WatchOptions, analysis_tables, write_tables, stop: threading.
             run = _open_when_ready(options)
             update = live.update(run) if run is not None else None
             failures = 0
-        except RelexError as error:
+        except (RelexError, OSError) as error:  # OSError: a checkpoint deleted while it was being read
             failures += 1
             if not rows or failures > RETRIES:
+                if isinstance(error, OSError):
+                    raise RelexError(f"cannot read the run ({error.strerror or error})", path=error.filename) from None
                 raise
             say(f"relex: poll failed ({error}); retrying", err=True)
             run, update = None, None
@@ -98,7 +100,7 @@ def watch(options: WatchOptions, analysis_tables, write_tables, stop: threading.
             say(f"waiting for the run to hold a base and two finished checkpoints: {options.run[0]}")
             waiting_said = True
         if update is not None:
-            row, fit = _update_row(live, options, out, rows)
+            row, fit = _update_row(live, update, options, out, rows)
             if settled_at is None and options.rule.holds([*rows, row]):
                 settled_at = row["latest_step"]
                 row["advice"] = "settled"
@@ -140,7 +142,7 @@ def _window_start(live: LiveGram, options: WatchOptions) -> int:
     return int(options.window_start) if options.window_start is not None else live.steps[0]
 
 
-def _update_row(live: LiveGram, options: WatchOptions, out: Path, rows: list) -> tuple[dict, WindowFit]:
+def _update_row(live: LiveGram, update, options: WatchOptions, out: Path, rows: list) -> tuple[dict, WindowFit]:
     run_gram = live.run_gram
     start = _window_start(live, options)
     previous_end = rows[-1]["latest_step"] if rows else None
@@ -148,6 +150,8 @@ def _update_row(live: LiveGram, options: WatchOptions, out: Path, rows: list) ->
     row = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            **live_row(run_gram, start, options.target_step, previous_end, settle_end, options.lags,
                       **options.fit_options),
+           "new_steps": ";".join(map(str, update.new_steps)),
+           "dropped_steps": ";".join(map(str, update.dropped_steps)),
            "latest_score": math.nan, "predicted_score": math.nan, "advice": ""}
     fit = WindowFit(run_gram, (start, int(run_gram.steps[-1])), **options.fit_options)
     if options.export_latest or options.scorer is not None:
@@ -217,7 +221,8 @@ def _progress_line(row: dict) -> str:
     scores = ""
     if math.isfinite(row["latest_score"]) or math.isfinite(row["predicted_score"]):
         scores = f", score latest {row['latest_score']:.4f}, predicted {row['predicted_score']:.4f}"
-    return (f"step {row['latest_step']} ({row['n_checkpoints']} checkpoints, window {row['window_start']}:"
+    return (f"took step(s) {row['new_steps'].replace(';', ', ')}; step {row['latest_step']} "
+            f"({row['n_checkpoints']} checkpoints, window {row['window_start']}:"
             f"{row['latest_step']}): energy_rank1 {row['energy_rank1']:.4f}, r2 {row['r2']:.4f}, "
             f"|prediction at {row['target_step']}| {row['predicted_norm']:.4g}, change {change}, "
             f"forecast error {forecast}{scores}")
