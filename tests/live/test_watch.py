@@ -74,7 +74,9 @@ def taken_steps(live: pd.DataFrame) -> list[int]:
 
 
 def test_watch_takes_every_checkpoint_once_and_ends_equal_to_a_one_shot_analyze(tmp_path):
-    result, run, out, cache = watch_replay(tmp_path)
+    # Loose advice thresholds, so that the advice fires within this short replay.
+    result, run, out, cache = watch_replay(tmp_path, "--change-tolerance", "50%", "--forecast-tolerance", "60%",
+                                           "--settle-updates", 1)
     assert result.returncode == 0, result.stderr
     assert "error" not in result.stderr.lower() and "Traceback" not in result.stderr
     live = read_live(out)
@@ -83,6 +85,10 @@ def test_watch_takes_every_checkpoint_once_and_ends_equal_to_a_one_shot_analyze(
     updates = [line for line in result.stdout.splitlines() if line.startswith("took step(s)")]
     assert len(live) == len(updates) >= 2  # one row per update, and the watcher did follow the run
     assert np.isnan(live["prediction_change"].iloc[0]) and np.isfinite(live["prediction_change"].iloc[-1])
+    assert result.stdout.count("has settled at step") == 1  # said once, marked once
+    settled = live[live["advice"] == "settled"]
+    assert len(settled) == 1 and f"has settled at step {settled['latest_step'].iloc[0]}:" in result.stdout
+    assert result.stdout.startswith("advice rule: RL could stop once the prediction")
 
     reference = tmp_path / "reference"
     one_shot = relex("analyze", run, "--out", reference, "--cache-dir", tmp_path / "fresh-cache", "--no-cache",
