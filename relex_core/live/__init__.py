@@ -9,8 +9,8 @@
 
 from .advice import AdviceRule
 from .growing import LiveGram, Update
-from .row import forecast_error, live_row, predicted_norm, prediction_change
-from .watch import WatchOptions, WatchResult, watch
+from .row import forecast_error, live_row, predicted_norm, prediction_change, rows_for_updates
+from .watch import WatchOptions, WatchResult, open_when_ready, watch
 
 __all__ = ["AdviceRule", "LiveGram", "Update", "WatchOptions", "WatchResult", "forecast_error", "live_row",
-           "predicted_norm", "prediction_change", "watch"]
+           "open_when_ready", "predicted_norm", "prediction_change", "rows_for_updates", "watch"]

@@ -103,3 +103,24 @@ def live_row(run_gram: RunGram, start: int, target_step: int, previous_end: int 
         row[f"forecast_error_lag{lag}"] = error
     row["forecast_error"] = max(errors) if errors and all(np.isfinite(errors)) else math.nan
     return row
+
+
+def rows_for_updates(run_gram: RunGram, update_ends, start: int, target_step: int, settle_updates: int = 3,
+                     lags: int = FORECAST_LAGS, **fit_options) -> list[dict]:
+    """The live rows a watch wrote at updates that ended at these steps, recomputed from the run's Gram
+    now (each update's Gram is the leading block of today's). Updates whose window cannot be fitted
+    (fewer than two checkpoints from `start`) are left out. Used by the dashboard's live mode."""
+    steps = run_gram.steps
+    ends = [int(end) for end in update_ends if int(end) in set(steps.tolist())]
+    rows, kept_ends = [], []
+    for end in ends:
+        prefix = run_gram.select(np.flatnonzero(steps <= end))
+        try:
+            row = live_row(prefix, start, target_step, kept_ends[-1] if kept_ends else None,
+                           kept_ends[-settle_updates] if len(kept_ends) >= settle_updates else None, lags,
+                           **fit_options)
+        except RelexError:  # this update's window cannot be fitted yet
+            continue
+        rows.append(row)
+        kept_ends.append(end)
+    return rows

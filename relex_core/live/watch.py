@@ -129,9 +129,15 @@ def _sleep(seconds: float) -> bool:
 
 
 def _open_when_ready(options: WatchOptions):
+    return open_when_ready(options.run, base=options.base, prefer=options.prefer)
+
+
+def open_when_ready(sources, base=None, prefer: str = "native"):
+    """`open_run` of a run that may still be starting: None while it lacks a base and two finished
+    checkpoints (or its folder does not exist yet); any other problem is the user's error."""
+    sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
     try:
-        return open_run(options.run if len(options.run) > 1 else options.run[0], base=options.base,
-                        prefer=options.prefer)
+        return open_run(sources if len(sources) > 1 else sources[0], base=base, prefer=prefer)
     except RelexError as error:
         if any(words in str(error) for words in _NOT_YET):
             return None

@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-from relex_dashboard import charts, frames, state
+from relex_dashboard import charts, frames, live, state
 from relex_dashboard.report import PageFigures
 
 analysis = state.page_setup()
 figures = PageFigures("Overview", analysis.context)
 st.title("Overview")
+live.panel(analysis, "overview")
 summary = frames.run_summary(analysis.run_gram)
 
 columns = st.columns(5)

@@ -3,13 +3,14 @@
 import streamlit as st
 
 from relex_core import selection
-from relex_dashboard import charts, runs, state
+from relex_dashboard import charts, live, runs, state
 from relex_dashboard.report import PageFigures
 
 analysis = state.page_setup()
 figures = PageFigures("Window", analysis.context)
 st.title("Window")
 st.caption("The window, rank and fit are set in the sidebar; every page uses them.")
+live.panel(analysis, "window")
 fit = analysis.fit
 run_gram = analysis.run_gram
 
