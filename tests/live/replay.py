@@ -1,6 +1,6 @@
 """A trainer stand-in: replay a finished HF run into a new folder the way a trainer writes it.
 
-    python -m tests.live.replay SOURCE DESTINATION --count 8 --pause 0.5 [--keep 3] [--start-delay 0]
+    python -m tests.live.replay SOURCE DESTINATION --count 8 --pause 0.5 [--keep 3] [--hold-after N --go FILE]
 
 Each `checkpoint-N/` is created in place, its safetensors written in pieces (flushed, with short
 sleeps, so a partial file is visible to a reader), then the config and tokenizer files, then
@@ -45,6 +45,10 @@ def write_checkpoint(source: Path, destination: Path, piece_pause: float) -> Non
     shutil.copyfile(source / "trainer_state.json", destination / "trainer_state.json")  # last: the save is done
 
 
+def checkpoints_written(destination: Path) -> list:
+    return [step for step, _ in checkpoints_of(destination) if step != 0]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("source", type=Path)
@@ -53,6 +57,9 @@ def main(argv=None) -> None:
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between checkpoints")
     parser.add_argument("--piece-pause", type=float, default=0.05)
     parser.add_argument("--keep", type=int, default=None, help="rotate: keep this many checkpoints after the base")
+    parser.add_argument("--hold-after", type=int, default=None, metavar="N",
+                        help="after N checkpoints after the base, wait until the --go file exists")
+    parser.add_argument("--go", type=Path, default=None, help="the file --hold-after waits for")
     args = parser.parse_args(argv)
     checkpoints = checkpoints_of(args.source)
     args.destination.mkdir(parents=True, exist_ok=True)
@@ -65,6 +72,9 @@ def main(argv=None) -> None:
         if step != 0:
             written.append(target)
         print(f"wrote {target.name}", flush=True)
+        if args.hold_after is not None and step != 0 and len(checkpoints_written(args.destination)) == args.hold_after:
+            while not args.go.exists():  # the test lets the "trainer" go on once its reader is watching
+                time.sleep(0.05)
         time.sleep(args.pause)
 
 
