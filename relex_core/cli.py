@@ -346,7 +346,8 @@ def command_watch(args) -> None:
         until_step=args.until_step, max_updates=args.max_updates, base=args.base, prefer=args.prefer,
         fit_options={"rank": args.rank, "fit": parse_fit(args.fit), "fit_last": args.fit_last,
                      "refit_every": args.refit_every},
-        cache_dir=args.cache_dir, chunk_mb=args.chunk_mb, engine=LocalEngine(device=args.device),
+        cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
+        engine=LocalEngine(device=args.device),
         lags=args.forecast_lags, rule=rule, export_latest=args.export_latest,
         export_options={"dtype": args.dtype, "shard_size": args.shard_size}, retain=args.retain, scorer=scorer,
         quiet=args.quiet)

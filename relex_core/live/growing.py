@@ -42,6 +42,7 @@ class LiveGram:
     chunk_mb: float = 256
     retain: bool = False
     progress: object = False
+    use_cache: bool = True  # False: the first update does a fresh pass (later ones only grow it)
     run_gram: RunGram | None = None
     notes: list = field(default_factory=list)  # messages for the user, each said once by the caller
     _retained: dict = field(default_factory=dict)  # step → Checkpoint in the cache, the base under -1 (retain)
@@ -74,8 +75,8 @@ class LiveGram:
                        checkpoints=tuple(location for _, location in readable) + tuple(new),
                        sources=run.sources, notes=list(run.notes))
         if self.run_gram is None:
-            grown = compute_gram(read_run, cache_dir=self.cache_dir, chunk_mb=self.chunk_mb, progress=self.progress,
-                                 engine=self.engine)
+            grown = compute_gram(read_run, cache_dir=self.cache_dir, use_cache=self.use_cache, chunk_mb=self.chunk_mb,
+                                 progress=self.progress, engine=self.engine)
         else:
             previous = self.run_gram
             if dropped:

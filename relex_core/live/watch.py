@@ -50,6 +50,7 @@ class WatchOptions:
     prefer: str = "native"
     fit_options: dict = field(default_factory=dict)  # rank, fit, fit_last, refit_every of WindowFit
     cache_dir: Path | None = None
+    use_cache: bool = True
     chunk_mb: float = 256
     engine: object = None
     lags: int = FORECAST_LAGS
@@ -77,7 +78,8 @@ def watch(options: WatchOptions, analysis_tables, write_tables, stop: threading.
 
     out = Path(options.out).expanduser()
     live = LiveGram(cache_dir=options.cache_dir or default_cache_dir(), engine=options.engine,
-                    chunk_mb=options.chunk_mb, retain=options.retain, progress=not options.quiet)
+                    chunk_mb=options.chunk_mb, retain=options.retain, progress=not options.quiet,
+                    use_cache=options.use_cache)
     rows, settled_at, failures, waiting_said = [], None, 0, False
     say(f"advice rule: {options.rule.text}")
     while True:

@@ -178,3 +178,20 @@ def test_ctrl_c_leaves_complete_outputs(tmp_path):
     manifest = pd.read_csv(out / "checkpoints.csv")
     assert manifest["step"].iloc[-1] == latest  # the tables and live.csv are of the same update
     assert not list(out.glob(".*"))
+
+
+def test_evaluate_scores_the_latest_checkpoint_and_the_prediction_at_every_update(tmp_path):
+    result, run, out, _ = watch_replay(tmp_path, "--target", 480, "--evaluate", "--sample", "--limit", 10,
+                                       "--advice-from-scores")
+    assert result.returncode == 0, result.stderr
+    assert "exported prediction's score" in result.stdout  # the rule that applies is the one stated
+    live = read_live(out)
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 2 * len(live)  # the latest real checkpoint and DIR/predicted-480, each update
+    latest = scores[scores["kind"] == "checkpoint"].reset_index(drop=True)
+    predicted = scores[scores["kind"] != "checkpoint"].reset_index(drop=True)
+    assert latest["step"].tolist() == live["latest_step"].tolist()
+    assert (predicted["path"] == str((out / "predicted-480").resolve())).all()
+    assert (predicted["window"] == [f"48:{step}" for step in live["latest_step"]]).all()
+    np.testing.assert_allclose(live["latest_score"], latest["value"])
+    np.testing.assert_allclose(live["predicted_score"], predicted["value"])
