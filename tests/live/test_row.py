@@ -101,3 +101,18 @@ def test_windows_too_short_to_fit_give_nan_not_errors(deltas):
     assert np.isfinite(row["prediction_change"])
     # A previous window whose checkpoints left the analysis (rotation) has no comparable prediction.
     assert np.isnan(prediction_change(run_gram, STEPS[0], STEPS[2], 7, TARGET))
+
+
+def test_rows_for_updates_recompute_what_each_update_wrote(deltas):
+    from relex_core.live import rows_for_updates
+
+    run_gram = run_gram_of(deltas)
+    ends = [STEPS[1], STEPS[3], STEPS[4], STEPS[6], STEPS[8]]  # some updates took several checkpoints
+    rows = rows_for_updates(run_gram, ends, STEPS[0], TARGET, settle_updates=2, lags=2)
+    assert [row["latest_step"] for row in rows] == ends
+    for index, end in enumerate(ends):
+        prefix = run_gram_of([delta[:list(STEPS).index(end) + 1] for delta in deltas], STEPS[:list(STEPS).index(end) + 1])
+        expected = live_row(prefix, STEPS[0], TARGET, ends[index - 1] if index else None,
+                            ends[index - 2] if index >= 2 else None, 2)
+        for key, value in expected.items():
+            np.testing.assert_allclose(rows[index][key], value, rtol=1e-12, err_msg=key)
