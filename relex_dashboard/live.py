@@ -27,7 +27,7 @@ from relex_core.errors import RelexError
 from relex_core.live import AdviceRule, LiveGram, open_when_ready, rows_for_updates
 from relex_core.live.watch import RETRIES
 
-from . import charts, frames, runs
+from . import charts, frames, runs, state
 from .report import chart_config
 
 REFRESH_SECONDS = float(os.environ.get("RELEX_LIVE_REFRESH", "5"))   # how often a page's live view redraws
@@ -170,6 +170,10 @@ def _live_view(analysis, page: str) -> None:
                            config=chart_config("live_advice"))
     else:
         st.plotly_chart(advice_chart(rows, rule, target), key=f"{page}.live_advice", config=chart_config("live_advice"))
+    scores = st.session_state.get(state.SCORES, {}).get(analysis.run_key)
+    if scores is not None and not scores.empty:  # what the Evaluate page scored for this run, beside the live view
+        st.plotly_chart(charts.scores_chart(scores, (start, steps[-1]), "score"), key=f"{page}.live_scores",
+                        config=chart_config("live_scores"))
 
 
 def _settled_row(rows: pd.DataFrame, rule: AdviceRule):
