@@ -63,7 +63,8 @@ def main() -> None:
     batches = [int(value) for value in args.new.split(",")]
     started = time.perf_counter()
     folder = prepared_run(args.folder, max(lengths))
-    print(f"run: {folder} ({max(lengths)} checkpoints, {sum(numel(shape) for shape in qwen2_shapes(**SIZE).values()):,} "
+    parameters = sum(numel(shape) for shape in qwen2_shapes(**SIZE).values())
+    print(f"run: {folder} ({max(lengths)} checkpoints, {parameters:,} "
           f"parameters, bf16; ready in {time.perf_counter() - started:.0f} s)\n")
     warm(folder)
     run = open_run(folder)

@@ -471,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     scorers_live.add_argument("--command", metavar="CMD", help="--evaluate with a shell command, {path} for the folder")
     scorers_live.add_argument("--sample", action="store_true", help="--evaluate with the sample model's verifier")
     watch.add_argument("--evaluate", action="store_true", help="score the latest checkpoint and DIR/predicted-S at "
-                       "each update into DIR/scores.csv (needs --lm-eval, --command or --sample; implies --export-latest)")
+                       "each update into DIR/scores.csv (needs --lm-eval, --command or --sample; "
+                       "implies --export-latest)")
     watch.add_argument("--lm-eval-args", default=None, metavar="K=V,...", help="extra lm-eval model arguments")
     watch.add_argument("--lm-eval-include", default=None, metavar="PATH", help="folder of local lm-eval task YAMLs")
     watch.add_argument("--limit", type=int, default=None, metavar="N", help="examples per task (lm-eval, sample)")

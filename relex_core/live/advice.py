@@ -57,7 +57,8 @@ class AdviceRule:
         return None
 
     def message(self, row) -> str:
-        figures = (f"change {row['settle_change']:.2%} over {self.updates} updates, forecast error {row['forecast_error']:.2%}"
+        figures = (f"change {row['settle_change']:.2%} over {self.updates} updates, "
+                   f"forecast error {row['forecast_error']:.2%}"
                    if self.basis == "gram" else f"predicted score {row.get('predicted_score', math.nan):.4f}")
         return (f"the prediction for step {row['target_step']} has settled at step {row['latest_step']}: "
                 f"RL could stop here ({figures}; rule: {self.text})")

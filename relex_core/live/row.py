@@ -3,7 +3,8 @@
 Every figure is a pure function of a RunGram (window fits via WindowFit):
 - the window A:latest's whole-model rank-1 energy and R² (as `relex analyze` reports them);
 - the predicted whole-model update at the target step S, ‖δ̂(S)‖, and how much it moved since the
-  previous update's window A:previous (and since the update k updates ago, for the advice): ‖δ̂_now(S) − δ̂_before(S)‖ / ‖δ̂_before(S)‖. Both predictions
+  previous update's window A:previous (and since the update k updates ago, for the advice):
+  ‖δ̂_now(S) − δ̂_before(S)‖ / ‖δ̂_before(S)‖. Both predictions
   are weighted sums of checkpoint deltas, δ̂ = Σ_t w_t Δ_t (`WindowFit.weights`), so the distance is
   the quadratic form (w − w')ᵀ G (w − w') of the current Gram, summed over tensors;
 - how well earlier windows forecast what has since been observed: the window that ended `lag`

@@ -70,10 +70,9 @@ class WatchResult:
     reason: str
 
 
-def watch(options: WatchOptions, analysis_tables, write_tables, stop: threading.Event | None = None) -> WatchResult:
+def watch(options: WatchOptions, analysis_tables, write_tables) -> WatchResult:
     """Poll and update until a stop condition. analysis_tables(fit) → {name: DataFrame} (what `relex
-    analyze` writes); write_tables(tables, folder) writes them all or none. stop: an Event that ends
-    the watch at the next poll (the dashboard's watcher)."""
+    analyze` writes); write_tables(tables, folder) writes them all or none."""
     from ..cache import default_cache_dir
 
     out = Path(options.out).expanduser()
@@ -117,17 +116,11 @@ def watch(options: WatchOptions, analysis_tables, write_tables, stop: threading.
             reason = _stop_reason(options, row, len(rows))
             if reason:
                 return WatchResult(len(rows), rows, settled_at, reason)
-        if stop is not None and stop.wait(options.interval) or stop is None and _sleep(options.interval):
-            return WatchResult(len(rows), rows, settled_at, "stopped")
+        time.sleep(options.interval)
 
 
 def say(text: str, err: bool = False) -> None:
     print(text, file=sys.stderr if err else sys.stdout, flush=True)
-
-
-def _sleep(seconds: float) -> bool:
-    time.sleep(seconds)
-    return False
 
 
 def _open_when_ready(options: WatchOptions):

@@ -111,7 +111,8 @@ def test_rows_for_updates_recompute_what_each_update_wrote(deltas):
     rows = rows_for_updates(run_gram, ends, STEPS[0], TARGET, settle_updates=2, lags=2)
     assert [row["latest_step"] for row in rows] == ends
     for index, end in enumerate(ends):
-        prefix = run_gram_of([delta[:list(STEPS).index(end) + 1] for delta in deltas], STEPS[:list(STEPS).index(end) + 1])
+        count = list(STEPS).index(end) + 1
+        prefix = run_gram_of([delta[:count] for delta in deltas], STEPS[:count])
         expected = live_row(prefix, STEPS[0], TARGET, ends[index - 1] if index else None,
                             ends[index - 2] if index >= 2 else None, 2)
         for key, value in expected.items():

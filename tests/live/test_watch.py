@@ -134,7 +134,7 @@ def test_watch_of_a_rotating_run(tmp_path, retain):
             assert (step in present or step == 0) == Path(path).is_relative_to(run.resolve())
         one_shot = relex("analyze", out / "checkpoints.csv", "--out", reference, "--no-cache", "--quiet",
                          "--cache-dir", tmp_path / "fresh-cache")
-        assert (out / f"predicted-480" / "model.safetensors").is_file()
+        assert (out / "predicted-480" / "model.safetensors").is_file()
     else:
         # Deleted checkpoints leave the analysis when the next one arrives (their products with it cannot be
         # computed): at the end the analysis is the folder's, and a one-shot analysis of the folder equals it.
@@ -144,7 +144,7 @@ def test_watch_of_a_rotating_run(tmp_path, retain):
         assert "leave the analysis" in result.stderr
         one_shot = relex("analyze", run, "--out", reference, "--no-cache", "--quiet",
                          "--cache-dir", tmp_path / "fresh-cache")
-        assert (out / f"predicted-480" / "model.safetensors").is_file()
+        assert (out / "predicted-480" / "model.safetensors").is_file()
     assert one_shot.returncode == 0, one_shot.stderr
     assert_tables_equal(out, reference, ANALYZE_TABLES)
     assert not list(out.glob(".*"))  # no staged table or export left behind
