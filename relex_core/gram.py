@@ -315,9 +315,8 @@ def grow_gram(previous: RunGram, layout: RunLayout, *, engine=None, chunk_mb: fl
         return previous
     engine = engine or LocalEngine()
     sums = engine.gram_sums(layout, new=slice(count, len(steps)), chunk_mb=chunk_mb, progress=progress)
-    grown = RunGram.from_sums(layout, _grown(previous.gram, sums.gram), previous.base_sq_norm.copy(),
-                              _grown_changed(previous.changed, sums.changed))
-    return grown
+    return RunGram.from_sums(layout, _grown(previous.gram, sums.gram), previous.base_sq_norm.copy(),
+                             _grown_changed(previous.changed, sums.changed))
 
 
 def _grown(old: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -338,7 +337,8 @@ def _grown_changed(old, new: np.ndarray) -> np.ndarray | None:
 
 def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: float = 256,
                  device: str = "cpu", progress=True, engine=None) -> RunGram:
-    """The Gram of a run: from the cache when the inputs are unchanged, else one streaming pass.
+    """The Gram of a run: from the cache when the inputs are unchanged; grown from the cached Gram of
+    its earlier checkpoints when only new ones were added since (`grow_gram`); else one streaming pass.
 
     Args:
         run: from `open_run`.
@@ -356,13 +356,13 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
         key = cache.fingerprint(layout)
         cached = cache.load(layout, key, cache_dir) if use_cache else None
         if cached is not None:
-            result = _cached_run_gram(run, len(layout.readers), cached)
+            result = _cached_run_gram(run, cached)
             result.fingerprint = key
             return result
         prefix = cache.load_prefix(layout, cache_dir) if use_cache else None
         if prefix is not None:  # the run grew since a pass over its first checkpoints: add the new rows
             engine = engine or LocalEngine(device=device)
-            result = grow_gram(_cached_run_gram(run, *prefix), layout, engine=engine, chunk_mb=chunk_mb,
+            result = grow_gram(_cached_run_gram(run, prefix[1]), layout, engine=engine, chunk_mb=chunk_mb,
                                progress=progress)
         else:
             result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress, engine=engine)
@@ -374,8 +374,8 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
     return result
 
 
-def _cached_run_gram(run: Run, count: int, cached: dict) -> RunGram:
-    """The RunGram of a cache entry (`cache.load`) of the run's first `count` checkpoints."""
+def _cached_run_gram(run: Run, cached: dict) -> RunGram:
+    """The RunGram of a cache entry (`cache.load`): the run's checkpoints, or its first ones."""
     header = cached["header"]
     return RunGram(run=run, steps=cached["steps"], names=header["names"],
                    shapes=[tuple(shape) for shape in header["shapes"]], dtypes=header["dtypes"],
