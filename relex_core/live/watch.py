@@ -33,7 +33,7 @@ from .growing import LiveGram
 from .row import FORECAST_LAGS, live_row
 
 # Messages of `open_run` that mean "not yet" for a run still being written, not a mistake.
-_NOT_YET = ("no checkpoints found", "at least two are needed", "has no step-0 checkpoint", "no such run folder")
+_NOT_YET = ("no checkpoints found", "at least two are needed", "has no step-0 checkpoint")
 RETRIES = 3  # consecutive failed polls tolerated after the first update (a checkpoint deleted mid-read)
 
 
@@ -129,7 +129,7 @@ def _open_when_ready(options: WatchOptions):
 
 def open_when_ready(sources, base=None, prefer: str = "native"):
     """`open_run` of a run that may still be starting: None while it lacks a base and two finished
-    checkpoints (or its folder does not exist yet); any other problem is the user's error."""
+    checkpoints; any other problem (a missing folder included) is the user's error."""
     sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
     try:
         return open_run(sources if len(sources) > 1 else sources[0], base=base, prefer=prefer)
