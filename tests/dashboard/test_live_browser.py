@@ -54,7 +54,7 @@ def test_live_mode_follows_a_run_as_a_writer_adds_checkpoints(relex_cache, brows
                                       cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
             deadline = time.monotonic() + 60
-            while (opened := open_when_ready(str(run))) is None or len(opened.checkpoints) < 2:
+            while not run.is_dir() or (opened := open_when_ready(str(run))) is None or len(opened.checkpoints) < 2:
                 assert time.monotonic() < deadline and writer.poll() is None
                 time.sleep(0.1)
             tab = new_tab(browser)
