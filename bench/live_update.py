@@ -25,17 +25,17 @@ sys.path.insert(0, str(REPO))
 from relex_core import open_run  # noqa: E402
 from relex_core.gram import grow_gram, run_gram_pass  # noqa: E402
 from relex_core.stream import open_layout  # noqa: E402
-from relex_core.synthetic import make_run, qwen2_config, qwen2_shapes  # noqa: E402
+from relex_core.synthetic import TINY, make_run, qwen2_config, qwen2_shapes  # noqa: E402
 
 SIZE = {"layers": 4, "hidden": 384, "intermediate": 1024, "vocab": 8192, "heads": 6, "kv_heads": 2}
 INTERVAL = 48
 
 
-def prepared_run(folder: Path, count: int) -> Path:
+def prepared_run(folder: Path, count: int, size: dict) -> Path:
     steps = tuple(INTERVAL * index for index in range(1, count + 1))
     if (folder / f"checkpoint-{steps[-1]}" / "trainer_state.json").is_file():
         return folder
-    return make_run(folder, steps=steps, shapes=qwen2_shapes(**SIZE), config=qwen2_config(**SIZE),
+    return make_run(folder, steps=steps, shapes=qwen2_shapes(**size), config=qwen2_config(**size),
                     dtype=torch.bfloat16)
 
 
@@ -52,18 +52,20 @@ def timed(function) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--folder", type=Path, default=Path("/tmp/relex-live-bench"))
     parser.add_argument("--lengths", default="5,10,20,40")
     parser.add_argument("--new", default="1,4")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true", help="a tiny model (the test suite's smoke run)")
+    args = parser.parse_args(argv)
+    size = TINY if args.tiny else SIZE
     lengths = [int(value) for value in args.lengths.split(",")]
     batches = [int(value) for value in args.new.split(",")]
     started = time.perf_counter()
-    folder = prepared_run(args.folder, max(lengths))
-    parameters = sum(numel(shape) for shape in qwen2_shapes(**SIZE).values())
+    folder = prepared_run(args.folder, max(lengths), size)
+    parameters = sum(numel(shape) for shape in qwen2_shapes(**size).values())
     print(f"run: {folder} ({max(lengths)} checkpoints, {parameters:,} "
           f"parameters, bf16; ready in {time.perf_counter() - started:.0f} s)\n")
     warm(folder)
