@@ -2,6 +2,8 @@
 
 A second analysis of an unchanged run loads in milliseconds. The key covers every weight
 file's path, size and mtime plus the tensor list, so a changed checkpoint misses the cache.
+A run that has grown since its last pass finds the Gram of its earlier checkpoints under the
+key that prefix had (`load_prefix`), and only the new checkpoints' rows are computed.
 Files are written to a temporary name and renamed, and checked on load, so a killed pass or
 two concurrent passes never leave a cache that is trusted later.
 """
@@ -23,21 +25,46 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RELEX_CACHE_DIR", Path.home() / ".cache" / "relex"))
 
 
-def fingerprint(layout) -> str:
-    """A hash of everything the Gram depends on: files (path, size, mtime) and tensors."""
-    files = []
-    for reader in (layout.base, *layout.readers):
-        for file in reader.files:
-            stat = file.stat()
-            files.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
-    description = {
-        "format": CACHE_FORMAT,
-        "steps": layout.run.steps,
-        "files": files,
-        "tensors": [[name, list(layout.base.tensors[name].shape)] for name in layout.names],
-        "tied": layout.tied,
-    }
-    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+def fingerprint(layout, count: int | None = None) -> str:
+    """A hash of everything the Gram depends on: files (path, size, mtime) and tensors.
+
+    count: the key of the layout's first `count` checkpoints only, as a one-shot pass of the run
+    had when it held just those (the key `load_prefix` looks for); default all of them.
+    """
+    return prefix_fingerprints(layout, [len(layout.readers) if count is None else count])[0]
+
+
+def prefix_fingerprints(layout, counts) -> list[str]:
+    """`fingerprint(layout, count)` for each count, every file stat'ed once."""
+    base_files = _file_records(layout.base)
+    checkpoint_files = [_file_records(reader) for reader in layout.readers]
+    steps = [int(step) for step in _layout_steps(layout)]
+    tensors = [[name, list(layout.base.tensors[name].shape)] for name in layout.names]
+    keys = []
+    for count in counts:
+        description = {
+            "format": CACHE_FORMAT,
+            "steps": steps[:count],
+            "files": base_files + [record for records in checkpoint_files[:count] for record in records],
+            "tensors": tensors,
+            "tied": layout.tied,
+        }
+        keys.append(hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32])
+    return keys
+
+
+def _file_records(reader) -> list:
+    records = []
+    for file in reader.files:
+        stat = file.stat()
+        records.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
+    return records
+
+
+def _layout_steps(layout) -> list:
+    """The steps of the layout's checkpoints (all of the run's, unless it was opened on a subset)."""
+    steps = list(layout.run.steps)
+    return [steps[position] for position in layout.positions] if layout.positions else steps
 
 
 def cache_path(cache_dir, key: str) -> Path:
@@ -81,8 +108,10 @@ def _remove_stale_temporaries(cache_dir: Path) -> None:
             pass
 
 
-def load(layout, key: str, cache_dir) -> dict | None:
-    """The cached fields for this fingerprint, or None if absent or not valid."""
+def load(layout, key: str, cache_dir, count: int | None = None) -> dict | None:
+    """The cached fields for this fingerprint, or None if absent or not valid.
+
+    count: the entry holds the layout's first `count` checkpoints only (a prefix; default all)."""
     path = cache_path(cache_dir, key)
     if not path.is_file():
         return None
@@ -90,7 +119,7 @@ def load(layout, key: str, cache_dir) -> dict | None:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode())
             steps, gram, base_sq_norm, changed = data["steps"], data["gram"], data["base_sq_norm"], data["changed"]
-        valid = _is_valid(layout, key, header, steps, gram, base_sq_norm, changed)
+        valid = _is_valid(layout, key, header, steps, gram, base_sq_norm, changed, count)
     except Exception:  # a foreign or damaged file is a cache miss, never an error
         return None
     if not valid:
@@ -98,14 +127,28 @@ def load(layout, key: str, cache_dir) -> dict | None:
     return {"header": header, "steps": steps, "gram": gram, "base_sq_norm": base_sq_norm, "changed": changed}
 
 
-def _is_valid(layout, key: str, header, steps, gram, base_sq_norm, changed) -> bool:
-    n_tensors, n_checkpoints = len(layout.names), len(layout.readers)
+def load_prefix(layout, cache_dir) -> tuple[int, dict] | None:
+    """(count, cached fields) of the longest strictly shorter prefix of the layout's checkpoints that
+    is in the cache: the Gram a pass wrote while the run was still being trained. Only the files'
+    stat is read, so a miss costs milliseconds. None when no prefix of two or more is cached."""
+    counts = list(range(len(layout.readers) - 1, 1, -1))
+    for count, key in zip(counts, prefix_fingerprints(layout, counts)):
+        cached = load(layout, key, cache_dir, count)
+        if cached is not None:
+            return count, cached
+    return None
+
+
+def _is_valid(layout, key: str, header, steps, gram, base_sq_norm, changed, count: int | None = None) -> bool:
+    n_tensors = len(layout.names)
+    n_checkpoints = len(layout.readers) if count is None else count
+    expected_steps = [int(step) for step in _layout_steps(layout)][:n_checkpoints]
     return (isinstance(header, dict) and header.get("format") == CACHE_FORMAT and header.get("fingerprint") == key
             and header.get("names") == layout.names
             and all(field in header for field in ("dtypes", "tied", "notes", "checkpoint_dtypes"))
             and len(header["checkpoint_dtypes"]) == n_tensors
             and len(header.get("shapes", ())) == n_tensors
-            and steps.shape == (n_checkpoints,) and steps.tolist() == list(layout.run.steps)
+            and steps.shape == (n_checkpoints,) and steps.tolist() == expected_steps
             and gram.dtype == np.float64 and gram.shape == (n_tensors, n_checkpoints, n_checkpoints)
             and base_sq_norm.shape == (n_tensors,)
             and changed.dtype == np.int64 and changed.shape == (n_tensors, n_checkpoints) and bool((changed >= 0).all())

@@ -83,7 +83,7 @@ def _check_output_path(path, run) -> Path:
     return folder
 
 
-def _write_tables(tables: dict, folder: Path) -> None:
+def _write_tables(tables: dict, folder: Path, report: bool = True) -> None:
     """Write {file name: DataFrame} as CSVs into `folder`, all of them or none.
 
     Every table is written to a hidden file beside its destination first; only when all are
@@ -108,21 +108,28 @@ def _write_tables(tables: dict, folder: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
         raise RelexError(f"cannot write ({error.strerror or error})", path=current) from None
     for name, frame in tables.items():
-        print(f"wrote {folder / name} ({len(frame)} rows)")
+        if report:
+            print(f"wrote {folder / name} ({len(frame)} rows)")
+
+
+def _analyze_tables(fit) -> dict:
+    """What `relex analyze` writes for a window fit ({file name: DataFrame}); `relex watch` refreshes the same."""
+    from .analysis import changed_frame, principal_angles_frame, spectrum_frame, stability_frame
+
+    window = (fit.window_steps[0], fit.window_steps[-1])
+    return {"tensors.csv": fit.tensors_frame(), "layers.csv": fit.summary_frame("layer"),
+            "modules.csv": fit.summary_frame("module"), "model.csv": fit.summary_frame("model"),
+            "coefficients.csv": fit.coefficients_frame(), "spectra.csv": spectrum_frame(fit),
+            "stability.csv": stability_frame(fit.run_gram, start=window[0], rank=fit.rank),
+            "principal_angles.csv": principal_angles_frame(fit.run_gram, window, None, rank=fit.rank),
+            "changed.csv": changed_frame(fit.run_gram, "dtype"), **_discarded_energy_tables(fit)}
 
 
 def command_analyze(args) -> None:
     fit = _load_fit(args)
-    from .analysis import changed_frame, principal_angles_frame, spectrum_frame, stability_frame
-
     out = _check_output_path(args.out, fit.run_gram.run)
     window = (fit.window_steps[0], fit.window_steps[-1])
-    _write_tables({"tensors.csv": fit.tensors_frame(), "layers.csv": fit.summary_frame("layer"),
-                   "modules.csv": fit.summary_frame("module"), "model.csv": fit.summary_frame("model"),
-                   "coefficients.csv": fit.coefficients_frame(), "spectra.csv": spectrum_frame(fit),
-                   "stability.csv": stability_frame(fit.run_gram, start=window[0], rank=fit.rank),
-                   "principal_angles.csv": principal_angles_frame(fit.run_gram, window, None, rank=fit.rank),
-                   "changed.csv": changed_frame(fit.run_gram, "dtype"), **_discarded_energy_tables(fit)}, out)
+    _write_tables(_analyze_tables(fit), out)
     model = fit.summary_frame("model").iloc[0]
     print(f"window {window[0]}:{window[1]} ({len(fit.window_steps)} checkpoints), {int(model.tensors)} tensors, "
           f"fit {fit.fit_name}: energy_rank1 {model.energy_rank1:.4f}, r2 {model.r2:.4f}, "
@@ -313,6 +320,51 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def command_watch(args) -> None:
+    from .live import AdviceRule, WatchOptions, watch
+
+    target = args.target if args.target is not None else args.until_step
+    if target is None:
+        raise RelexError("give the step to predict with --target S (or --until-step S2, whose step is then the target)")
+    for run_folder in args.run:
+        if not Path(run_folder).expanduser().exists():
+            raise RelexError("no such run folder or manifest", path=run_folder)
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise RelexError("output path is an existing file, not a folder", path=out)
+    for run_folder in args.run:
+        resolved = Path(run_folder).expanduser().resolve()
+        for path, what in ((out, "output folder"), (args.cache_dir, "cache folder")):
+            if path is not None and (Path(path).expanduser().resolve() == resolved
+                                     or resolved in Path(path).expanduser().resolve().parents):
+                raise RelexError(f"{what} must not be inside the run ({resolved})", path=path)
+    chosen = args.lm_eval or args.command or args.sample
+    if args.evaluate and not chosen:
+        raise RelexError("--evaluate needs a scorer: --lm-eval TASKS, --command CMD or --sample")
+    if chosen and not args.evaluate:
+        raise RelexError("--lm-eval, --command and --sample score only with --evaluate")
+    scorer = _scorer(argparse.Namespace(**{**vars(args), "device": args.eval_device})) if args.evaluate else None
+    from .gram import LocalEngine
+
+    rule = AdviceRule(change_tolerance=args.change_tolerance, forecast_tolerance=args.forecast_tolerance,
+                      updates=args.settle_updates, score_tolerance=args.score_tolerance,
+                      basis="score" if scorer is not None and args.advice_from_scores else "gram")
+    options = WatchOptions(
+        run=args.run, out=out, target_step=int(target), window_start=args.window_start, interval=args.interval,
+        until_step=args.until_step, max_updates=args.max_updates, base=args.base, prefer=args.prefer,
+        fit_options={"rank": args.rank, "fit": parse_fit(args.fit), "fit_last": args.fit_last,
+                     "refit_every": args.refit_every},
+        cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
+        engine=LocalEngine(device=args.device),
+        lags=args.forecast_lags, rule=rule, export_latest=args.export_latest,
+        export_options={"dtype": args.dtype, "shard_size": args.shard_size}, retain=args.retain, scorer=scorer,
+        quiet=args.quiet)
+    result = watch(options, _analyze_tables, lambda tables, folder: _write_tables(tables, folder, report=False))
+    settled = (f"the advice fired at step {result.settled_at}" if result.settled_at is not None
+               else "the advice has not fired")
+    print(f"stopped after {result.updates} update(s): {result.reason}; {settled}; outputs in {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relex", description="Geometry of RLVR weight trajectories "
                                      "from one streaming Gram pass, and extrapolated checkpoints.")
@@ -388,6 +440,54 @@ def build_parser() -> argparse.ArgumentParser:
                           help="device for lm-eval, e.g. cpu or cuda (default: cuda if there is one)")
     evaluate.add_argument("--timeout", type=float, default=None, metavar="SEC", help="seconds per folder for --command")
     evaluate.set_defaults(handler=command_evaluate)
+
+    watch = commands.add_parser("watch", help="follow a run while it trains: grow the Gram as checkpoints land, "
+                                "refresh the tables, and say when the prediction for step S has settled")
+    _add_run_arguments(watch, window=False)
+    _add_fit_arguments(watch)
+    watch.add_argument("--out", required=True, help="folder for live.csv, the analyze tables and backtest.csv")
+    watch.add_argument("--target", type=int, default=None, metavar="S", help="the step to predict "
+                       "(default: --until-step)")
+    watch.add_argument("--window-start", type=int, default=None, metavar="A",
+                       help="first step of the window A:latest (default: the first checkpoint)")
+    watch.add_argument("--interval", type=float, default=60.0, metavar="SEC", help="seconds between polls (default 60)")
+    stops = watch.add_mutually_exclusive_group()
+    stops.add_argument("--until-step", type=int, default=None, metavar="S2",
+                       help="stop once a checkpoint at step ≥ S2 has been processed")
+    stops.add_argument("--max-updates", type=int, default=None, metavar="N", help="stop after N updates")
+    watch.add_argument("--forecast-lags", type=int, default=3, metavar="L", help="the advice's forecast check uses "
+                       "the windows that ended 1…L checkpoints before the latest (default 3)")
+    watch.add_argument("--change-tolerance", type=_tolerance, default=0.05, metavar="X",
+                       help="advice: the prediction for S moves by less than X per update (default 5%%)")
+    watch.add_argument("--forecast-tolerance", type=_tolerance, default=0.25, metavar="Y",
+                       help="advice: earlier windows forecast the checkpoints since within Y (default 25%%)")
+    watch.add_argument("--settle-updates", type=int, default=3, metavar="K",
+                       help="advice: both hold at each of the last K updates (default 3)")
+    watch.add_argument("--score-tolerance", type=float, default=0.005, metavar="D",
+                       help="advice with --advice-from-scores: the predicted score rose by at most D over K updates")
+    watch.add_argument("--advice-from-scores", action="store_true",
+                       help="with --evaluate: the advice uses the predicted checkpoint's score instead of the Gram")
+    watch.add_argument("--export-latest", action="store_true", help="keep DIR/predicted-S as the export of the "
+                       "current window, replaced atomically at each update")
+    watch.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
+                       help="dtype of the export (default: as in the base)")
+    watch.add_argument("--shard-size", default="5GB", help="largest safetensors shard of the export")
+    watch.add_argument("--retain", action="store_true", help="hard-link each analysed checkpoint into relex's cache "
+                       "(copy across filesystems), so that rotation cannot take the window's weights")
+    scorers_live = watch.add_mutually_exclusive_group()
+    scorers_live.add_argument("--lm-eval", metavar="TASKS", help="--evaluate with lm-evaluation-harness tasks")
+    scorers_live.add_argument("--command", metavar="CMD", help="--evaluate with a shell command, {path} for the folder")
+    scorers_live.add_argument("--sample", action="store_true", help="--evaluate with the sample model's verifier")
+    watch.add_argument("--evaluate", action="store_true", help="score the latest checkpoint and DIR/predicted-S at "
+                       "each update into DIR/scores.csv (needs --lm-eval, --command or --sample; "
+                       "implies --export-latest)")
+    watch.add_argument("--lm-eval-args", default=None, metavar="K=V,...", help="extra lm-eval model arguments")
+    watch.add_argument("--lm-eval-include", default=None, metavar="PATH", help="folder of local lm-eval task YAMLs")
+    watch.add_argument("--limit", type=int, default=None, metavar="N", help="examples per task (lm-eval, sample)")
+    watch.add_argument("--backend", choices=("hf", "vllm"), default=None, help="lm-eval model backend")
+    watch.add_argument("--eval-device", default=None, help="device for lm-eval (default: cuda if there is one)")
+    watch.add_argument("--timeout", type=float, default=None, metavar="SEC", help="seconds per folder for --command")
+    watch.set_defaults(handler=command_watch)
 
     sample_eval = commands.add_parser("sample-eval", help="alias of `evaluate --sample`")
     _add_evaluate_arguments(sample_eval)

@@ -22,7 +22,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -77,6 +77,17 @@ class RunGram:
                    dtypes=[dtype_name(base[name].dtype) for name in layout.names], gram=gram,
                    base_sq_norm=base_sq_norm, tied=dict(layout.tied), notes=list(layout.notes), changed=changed,
                    checkpoint_dtypes=checkpoint_dtypes(layout))
+
+    def select(self, positions) -> "RunGram":
+        """The RunGram of some of its checkpoints (positions in `steps`, in order): the sub-matrix a
+        pass over just those checkpoints would have computed. Used when a trainer deleted some."""
+        positions = np.asarray(positions, dtype=np.int64)
+        run = self.run
+        if run is not None and len(run.checkpoints) == len(self.steps):  # keep run.checkpoints[i] ↔ steps[i]
+            run = replace(run, checkpoints=tuple(run.checkpoints[position] for position in positions))
+        return replace(self, run=run, steps=self.steps[positions], gram=self.gram[:, positions][:, :, positions],
+                       changed=None if self.changed is None else self.changed[:, positions],
+                       fingerprint="", from_cache=False)
 
     @property
     def numels(self) -> np.ndarray:
@@ -296,9 +307,47 @@ def run_gram_pass(layout: RunLayout, *, chunk_mb: float = 256, device: str = "cp
     return RunGram.from_sums(layout, *engine.gram_sums(layout, chunk_mb=chunk_mb, progress=progress))
 
 
+def grow_gram(previous: RunGram, layout: RunLayout, *, engine=None, chunk_mb: float = 256,
+              progress=True) -> RunGram:
+    """The RunGram of `layout` from `previous`, the Gram of its first N checkpoints: only the K new
+    checkpoints' rows G[new, all] are computed (`engine.gram_sums(layout, new=...)`, one pass that
+    reads every checkpoint once: <Δ_new, Δ_i> needs Δ_i), and the old N × N block is kept as it is.
+
+    Equal to a one-shot pass over the same checkpoints to float64 rounding (the sums run in a
+    different order). engine: anything with `gram_sums` (default `LocalEngine()`).
+    """
+    steps = np.array([layout.run.steps[position] for position in layout.positions], dtype=np.int64)
+    count = len(previous.steps)
+    if previous.names != list(layout.names) or steps[:count].tolist() != previous.steps.tolist():
+        raise ValueError("grow_gram: the layout does not start with the previous Gram's checkpoints and tensors")
+    if count == len(steps):
+        return previous
+    engine = engine or LocalEngine()
+    sums = engine.gram_sums(layout, new=slice(count, len(steps)), chunk_mb=chunk_mb, progress=progress)
+    return RunGram.from_sums(layout, _grown(previous.gram, sums.gram), previous.base_sq_norm.copy(),
+                             _grown_changed(previous.changed, sums.changed))
+
+
+def _grown(old: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(n, N+K, N+K) from the old (n, N, N) block and the new rows (n, K, N+K), symmetric as a pass's."""
+    count = old.shape[1]
+    gram = np.empty((old.shape[0], rows.shape[2], rows.shape[2]))
+    gram[:, :count, :count] = old
+    gram[:, count:, :] = rows
+    gram[:, :count, count:] = rows[:, :, :count].transpose(0, 2, 1)
+    new_block = rows[:, :, count:]
+    gram[:, count:, count:] = 0.5 * (new_block + new_block.transpose(0, 2, 1))  # a product's rounding, made symmetric
+    return gram
+
+
+def _grown_changed(old, new: np.ndarray) -> np.ndarray | None:
+    return None if old is None else np.concatenate([old, new], axis=1)
+
+
 def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: float = 256,
                  device: str = "cpu", progress=True, engine=None) -> RunGram:
-    """The Gram of a run: from the cache when the inputs are unchanged, else one streaming pass.
+    """The Gram of a run: from the cache when the inputs are unchanged; grown from the cached Gram of
+    its earlier checkpoints when only new ones were added since (`grow_gram`); else one streaming pass.
 
     Args:
         run: from `open_run`.
@@ -316,16 +365,29 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
         key = cache.fingerprint(layout)
         cached = cache.load(layout, key, cache_dir) if use_cache else None
         if cached is not None:
-            header = cached["header"]
-            return RunGram(run=run, steps=cached["steps"], names=header["names"],
-                           shapes=[tuple(shape) for shape in header["shapes"]], dtypes=header["dtypes"],
-                           gram=cached["gram"], base_sq_norm=cached["base_sq_norm"], tied=header["tied"],
-                           notes=header["notes"], fingerprint=key, from_cache=True, changed=cached["changed"],
-                           checkpoint_dtypes=header["checkpoint_dtypes"])
-        result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress, engine=engine)
+            result = _cached_run_gram(run, cached)
+            result.fingerprint = key
+            return result
+        prefix = cache.load_prefix(layout, cache_dir) if use_cache else None
+        if prefix is not None:  # the run grew since a pass over its first checkpoints: add the new rows
+            engine = engine or LocalEngine(device=device)
+            result = grow_gram(_cached_run_gram(run, prefix[1]), layout, engine=engine, chunk_mb=chunk_mb,
+                               progress=progress)
+        else:
+            result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress, engine=engine)
     result.fingerprint = key
     try:
         cache.save(result, cache_dir)
     except OSError as error:  # an unwritable cache must not lose the analysis
         print(f"relex: could not write the cache in {cache_dir} ({error.strerror or error})", file=sys.stderr)
     return result
+
+
+def _cached_run_gram(run: Run, cached: dict) -> RunGram:
+    """The RunGram of a cache entry (`cache.load`): the run's checkpoints, or its first ones."""
+    header = cached["header"]
+    return RunGram(run=run, steps=cached["steps"], names=header["names"],
+                   shapes=[tuple(shape) for shape in header["shapes"]], dtypes=header["dtypes"],
+                   gram=cached["gram"], base_sq_norm=cached["base_sq_norm"], tied=header["tied"],
+                   notes=header["notes"], fingerprint=header["fingerprint"], from_cache=True,
+                   changed=cached["changed"], checkpoint_dtypes=header["checkpoint_dtypes"])

@@ -2,13 +2,14 @@
 
 import streamlit as st
 
-from relex_dashboard import charts, frames, state, teaching
+from relex_dashboard import charts, frames, live, state, teaching
 from relex_dashboard.report import PageFigures
 
 analysis = state.page_setup()
 figures = PageFigures("Overview", analysis.context)
 st.title("Overview")
 teaching.how_to_read("Overview")
+live.panel(analysis, "overview")
 summary = frames.run_summary(analysis.run_gram)
 
 columns = st.columns(5)

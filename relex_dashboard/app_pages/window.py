@@ -3,7 +3,7 @@
 import streamlit as st
 
 from relex_core import selection
-from relex_dashboard import charts, frames, runs, state, teaching
+from relex_dashboard import charts, frames, live, runs, state, teaching
 from relex_dashboard.report import PageFigures
 
 analysis = state.page_setup()
@@ -11,6 +11,7 @@ figures = PageFigures("Window", analysis.context)
 st.title("Window")
 teaching.how_to_read("Window")
 st.caption("The window, rank and fit are set in the sidebar; every page uses them.")
+live.panel(analysis, "window")
 fit = analysis.fit
 run_gram = analysis.run_gram
 
