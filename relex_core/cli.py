@@ -51,6 +51,15 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                              "--future_extrapolation_window F; needs evenly spaced window checkpoints)")
 
 
+def _engine(args):
+    """None (this process, on --device) or the RayEngine of --ray; Ray is imported only for --ray."""
+    from .engines import engine_for
+
+    if args.ray is not None and args.device != "cpu":
+        raise RelexError("--device applies to the local engine; with --ray the tasks multiply on their nodes' CPUs")
+    return engine_for(args.ray)
+
+
 def _load_fit(args):
     fit = parse_fit(getattr(args, "fit", "linear"))  # a bad name fails before the pass
     run = open_run(args.run, base=args.base, prefer=args.prefer)
@@ -59,12 +68,9 @@ def _load_fit(args):
         folder = _check_output_path(args.out, run)
         if getattr(args, "force", True) is False and folder.exists():  # an export replaces a folder only with --force
             raise RelexError("destination folder already exists (use --force to replace it)", path=folder)
-    from .engines import engine_for
     from .gram import compute_gram
 
-    if args.ray is not None and args.device != "cpu":
-        raise RelexError("--device applies to the local engine; with --ray the tasks multiply on their nodes' CPUs")
-    args.engine = engine_for(args.ray)  # None: this process; Ray is imported only for --ray
+    args.engine = _engine(args)
     run_gram = compute_gram(run, cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
                             device=args.device, progress=not args.quiet, engine=args.engine)
     for note in (*run.notes, *run_gram.notes):  # after the pass: a failed run prints its one error line alone
@@ -355,7 +361,7 @@ def command_watch(args) -> None:
         fit_options={"rank": args.rank, "fit": parse_fit(args.fit), "fit_last": args.fit_last,
                      "refit_every": args.refit_every},
         cache_dir=args.cache_dir, use_cache=not args.no_cache, chunk_mb=args.chunk_mb,
-        engine=LocalEngine(device=args.device),
+        engine=_engine(args) or LocalEngine(device=args.device),
         lags=args.forecast_lags, rule=rule, export_latest=args.export_latest,
         export_options={"dtype": args.dtype, "shard_size": args.shard_size}, retain=args.retain, scorer=scorer,
         quiet=args.quiet)

@@ -72,7 +72,10 @@ class RunWatcher:
         while not self.stop.is_set() and time.monotonic() - self.last_seen < IDLE_SECONDS:
             try:
                 run = open_when_ready(list(self.sources), base=self.base, prefer=self.prefer)
-                update = self.live.update(run) if run is not None else None
+                update = None
+                if run is not None:
+                    with runs.pass_lock(run):  # never beside a session's own pass over this run
+                        update = self.live.update(run)
                 failures = 0
                 if update is not None:
                     with self.lock:

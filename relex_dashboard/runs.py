@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 
@@ -94,11 +95,33 @@ class _Registry:
             del self.analyses[key]
 
 
+@st.cache_resource(show_spinner=False)
+def _pass_locks() -> dict:
+    return {"lock": threading.Lock(), "runs": {}}
+
+
+def pass_lock(run: Run) -> threading.Lock:
+    """The lock every pass over this run's folders holds: a session's analysis and the live watcher's
+    update (relex_dashboard.live). The one that waits then finds the other's Gram in the disk cache,
+    so the server never reads the same run twice at once."""
+    key = tuple(str(Path(source).resolve()) for source in (run.sources or (run.source,)))
+    locks = _pass_locks()
+    with locks["lock"]:
+        return locks["runs"].setdefault(key, threading.Lock())
+
+
 def _run_pass(analysis: RunAnalysis) -> None:
     if not analysis.future.set_running_or_notify_cancel():
         return
     try:
-        analysis.future.set_result(compute_gram(analysis.run, progress=analysis.report))
+        lock = pass_lock(analysis.run)
+        if not lock.acquire(blocking=False):
+            analysis.report(0.0, "waiting for the live view's update of this run")
+            lock.acquire()
+        try:
+            analysis.future.set_result(compute_gram(analysis.run, progress=analysis.report))
+        finally:
+            lock.release()
     except BaseException as error:  # every session watching it shows the error
         analysis.future.set_exception(error)
 

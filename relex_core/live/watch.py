@@ -178,7 +178,7 @@ def _export(fit: WindowFit, options: WatchOptions, out: Path) -> Path | None:
     destination = out / f"predicted-{options.target_step}"
     staged = out / f".predicted-{options.target_step}.next"
     export.extrapolate(fit, [options.target_step], staged, force=True, progress=False, chunk_mb=options.chunk_mb,
-                       **options.export_options)
+                       engine=options.engine, **options.export_options)
     with _signals_held():
         _replace_folder(staged, destination)
     return destination

@@ -2,6 +2,7 @@
 defaults, paths outside RELEX_RUN_ROOTS are refused, and sessions share one pass per run without blocking."""
 
 import threading
+import time
 
 import pytest
 
@@ -257,3 +258,26 @@ def test_a_fit_setting_names_the_trend_and_its_options_and_reads_back(fit, fit_l
     assert runs.fit_options(setting) == {"fit": setting.split("-")[0], "fit_last": fit_last or None,
                                          "refit_every": refit_every or None}
     assert runs.min_window(setting) == {"linear": 2, "poly2": 3, "poly3": 4, "sin": 5}[setting.split("-")[0]]
+
+
+def test_a_pass_waits_for_the_live_watchers_update_of_its_run_and_then_reads_its_gram(relex_cache, tmp_path):
+    """The live watcher and a session's analysis hold one lock per run: the analysis started while the
+    watcher updates says it is waiting, reads nothing, and afterwards finds the watcher's Gram in the cache."""
+    from relex_core.io.discover import open_run
+    from relex_core.synthetic import make_run
+
+    folder = make_run(tmp_path / "watched", steps=(10, 20, 30))
+    run = open_run(folder)
+    lock = runs.pass_lock(run)
+    assert runs.pass_lock(open_run(str(folder) + "/")) is lock  # one lock per run folder, however it is written
+    with lock:  # the watcher's update, in progress
+        analysis = runs.registry().get_or_start(run, "watched-" + runs.run_key(run))
+        waited = 0.0
+        while analysis.progress[1] != "waiting for the live view's update of this run" and waited < 30:
+            time.sleep(0.05)
+            waited += 0.05
+        assert analysis.progress[1] == "waiting for the live view's update of this run"
+        assert not analysis.future.done()
+        compute_gram(run, progress=False)  # what the watcher writes to the cache meanwhile
+    run_gram = analysis.future.result(timeout=60)
+    assert run_gram.from_cache  # no second read of the run
