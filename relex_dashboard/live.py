@@ -27,7 +27,7 @@ from relex_core.errors import RelexError
 from relex_core.live import AdviceRule, LiveGram, open_when_ready, rows_for_updates
 from relex_core.live.watch import RETRIES
 
-from . import charts, frames, runs, state
+from . import charts, evaluate, frames, runs, state
 from .report import chart_config
 
 REFRESH_SECONDS = float(os.environ.get("RELEX_LIVE_REFRESH", "5"))   # how often a page's live view redraws
@@ -173,10 +173,13 @@ def _live_view(analysis, page: str) -> None:
                            config=chart_config("live_advice"))
     else:
         st.plotly_chart(advice_chart(rows, rule, target), key=f"{page}.live_advice", config=chart_config("live_advice"))
-    scores = st.session_state.get(state.SCORES, {}).get(analysis.run_key)
-    if scores is not None and not scores.empty:  # what the Evaluate page scored for this run, beside the live view
-        st.plotly_chart(charts.scores_chart(scores, (start, steps[-1]), "score"), key=f"{page}.live_scores",
-                        config=chart_config("live_scores"))
+    # what the Evaluate page scored for this run (its scores.csv, read as that page reads it), beside the live view
+    scores, _ = evaluate.stored_scores(evaluate.scores_folder(run_gram.run) / evaluate.SCORES_FILE)
+    if not scores.empty:
+        scorer, metric = evaluate.measures(scores)[0]  # the most recently scored measure
+        rows = evaluate.of_measure(scores, scorer, metric)
+        st.plotly_chart(charts.scores_chart(rows, (start, steps[-1]), f"{metric} (±1 standard error)"),
+                        key=f"{page}.live_scores", config=chart_config("live_scores"))
 
 
 def _settled_row(rows: pd.DataFrame, rule: AdviceRule):

@@ -16,6 +16,7 @@ tensors are the top-level tensor entries; entries nested under any other key are
 Wrapper components (`_orig_mod.`, `_fsdp_wrapped_module.`) are removed from names.
 """
 
+import enum
 import io
 import os
 import pickle
@@ -56,9 +57,20 @@ class _MetadataUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED or (module == self._METADATA_MODULE and not name.startswith("__")):
             return super().find_class(module, name)
+        if (module, name) == ("builtins", "getattr"):  # how Python 3.12 (and some 3.11) pickles an enum member
+            return self._enum_member
         if module == "torch" and isinstance(getattr(torch, name, None), (torch.dtype, torch.memory_format)):
             return getattr(torch, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of DCP metadata")
+
+    @classmethod
+    def _enum_member(cls, owner, name):
+        """getattr restricted to what an enum pickled by name needs: a member of an enum of DCP's metadata."""
+        if isinstance(owner, type) and issubclass(owner, enum.Enum) and owner.__module__ == cls._METADATA_MODULE \
+                and isinstance(name, str) and name in owner.__members__:
+            return owner[name]
+        raise pickle.UnpicklingError(f"getattr({getattr(owner, '__name__', type(owner).__name__)}, {name!r}) "
+                                     "is not part of DCP metadata")
 
 
 def read_metadata(folder: Path):

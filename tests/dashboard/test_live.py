@@ -41,10 +41,12 @@ def test_the_advice_chart_draws_both_curves_and_their_thresholds():
 
 
 def test_live_view_on_the_overview_and_window_pages_under_apptest(relex_cache, run_gram):
+    from relex_core.evaluate import SampleScorer, score
     from relex_dashboard import evaluate
-    from relex_dashboard.state import SCORES
 
-    from .apptest import assert_no_exception, figures, numbers, on_page, open_app, texts, trace
+    from .conftest import SAMPLE_RUN
+
+    from .apptest import assert_no_exception, decode, figures, numbers, on_page, open_app, texts, trace
 
     app = open_app()
     assert app.toggle(key="overview.live").value is False  # the sample run is not growing: off by default
@@ -59,13 +61,13 @@ def test_live_view_on_the_overview_and_window_pages_under_apptest(relex_cache, r
     distance = trace(charts["overview.live_distance"], "‖θ<sub>t</sub> − θ<sub>0</sub>‖")
     np.testing.assert_allclose(numbers(distance["y"])[1:], np.sqrt(np.einsum("ntt->t", run_gram.gram)), rtol=1e-12)
     assert "overview.live_advice" in charts and "overview.live_scores" not in charts
-    # Scores the Evaluate page made for this run show beside the live view.
-    scores = evaluate.empty_scores()
-    scores.loc[0, ["path", "step", "kind", "window", "scorer", "metric", "value", "stderr"]] = [
-        "/x/checkpoint-1440", 1440, "checkpoint", "", "sample", "accuracy", 0.5, 0.05]
-    app.session_state[SCORES] = {app.session_state["relex.opened"]["key"]: scores}
+    # Scores the Evaluate page made for this run (its scores.csv under the export root) show beside the live view.
+    folder = evaluate.scores_folder(run_gram.run)
+    checkpoint = SAMPLE_RUN / "checkpoint-1440"
+    (outcome,) = score([checkpoint], SampleScorer(limit=20), out=folder / evaluate.SCORES_FILE)
     app.run()
-    assert "overview.live_scores" in figures(app)
+    drawn = [list(numbers(decode(item["y"]))) for item in figures(app)["overview.live_scores"]["data"] if "y" in item]
+    assert outcome.status == "scored" and [outcome.rows[0]["value"]] in drawn
     on_page(app, "window")
     assert app.toggle(key="window.live").value is False
     app.toggle(key="window.live").set_value(True).run()

@@ -6,11 +6,13 @@ torchtitan, accelerate and NeMo-RL do, plus the same weights gathered with `full
 into fp32 HF folders. relex's answers on the native runs must equal its answers on those.
 """
 
+import enum
+import io
 import json
 import os
 import pickle
 import shutil
-from pathlib import Path
+from pathlib import Path, PosixPath
 
 import numpy as np
 import pandas as pd
@@ -197,6 +199,39 @@ def test_metadata_that_would_run_code_is_refused(native, tmp_path):
     with pytest.raises(RelexError, match="refused to unpickle.*posix.mkdir|refused to unpickle.*os.mkdir"):
         open_reader(folder)
     assert not marker.exists()
+
+
+class EnumsByName(pickle.Pickler):
+    """Pickles enum members as Python 3.12 (and Debian's 3.11.2) do: getattr(EnumClass, 'NAME')."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, enum.Enum):
+            return getattr, (type(obj), obj.name)
+        return NotImplemented
+
+
+def test_metadata_with_enums_pickled_by_name_reads_as_written_by_value(native, tmp_path):
+    """Newer Pythons pickle DCP's enums by name through builtins.getattr: read, the same metadata as before;
+    getattr on anything but a member of DCP's metadata enums stays refused."""
+    folder = tmp_path / "step-2"
+    shutil.copytree(native / "titan" / "step-2", folder)
+    metadata = dcp.read_metadata(folder)
+    buffer = io.BytesIO()
+    EnumsByName(buffer, protocol=4).dump(metadata)
+    assert b"getattr" in buffer.getvalue()
+    (folder / ".metadata").write_bytes(buffer.getvalue())
+    assert dcp.read_metadata(folder) == metadata
+    with open_reader(folder) as by_name, open_reader(native / "titan" / "step-2") as by_value:
+        for name, info in by_value.tensors.items():
+            assert torch.equal(by_name.read(name, 0, info.rows), by_value.read(name, 0, info.rows)), name
+
+    class GetattrOfAnAllowedClass:  # PosixPath may be built, its methods may not be fetched
+        def __reduce__(self):
+            return getattr, (PosixPath, "unlink")
+
+    (folder / ".metadata").write_bytes(pickle.dumps(GetattrOfAnAllowedClass()))
+    with pytest.raises(RelexError, match=r"refused to unpickle: getattr\(.*Path, 'unlink'\) is not part of DCP"):
+        open_reader(folder)
 
 
 def test_optimizer_extra_state_and_data_files_are_never_opened(native, merged, tmp_path):
