@@ -38,6 +38,11 @@ class TensorSpec:
     def nbytes(self) -> int:
         return element_count(self.shape) * self.dtype.itemsize
 
+    @property
+    def row_nbytes(self) -> int:
+        """Bytes of one row along dim 0 (all of it for a scalar or an empty tensor)."""
+        return self.nbytes // max(1, self.shape[0]) if self.shape else self.nbytes
+
 
 def plan_shards(specs, shard_size: int | None) -> list[list[TensorSpec]]:
     """Split tensors, in order, into shards of at most shard_size bytes (a bigger tensor gets its own)."""
@@ -98,8 +103,7 @@ class ShardedWriter:
         """Write rows [first_row, first_row + len(rows)) of tensor `name` (converted to its dtype) in place."""
         filename, offset, spec = self.places[name]
         raw = rows.detach().to("cpu", spec.dtype).contiguous().reshape(-1).view(torch.uint8).numpy()
-        row_bytes = spec.nbytes // max(1, spec.shape[0]) if spec.shape else spec.nbytes
-        start = first_row * row_bytes
+        start = first_row * spec.row_nbytes
         if start + raw.nbytes > spec.nbytes:
             raise ValueError(f"too much data written for {spec.name}")
         descriptor = os.open(self.folder / filename, os.O_WRONLY)  # never O_CREAT: a removed folder stays removed
@@ -124,8 +128,7 @@ class ShardedWriter:
         nbytes = element_count(data.shape) * spec.dtype.itemsize
         if self._written + nbytes > spec.nbytes:
             raise ValueError(f"too much data written for {spec.name}")
-        row_bytes = spec.nbytes // max(1, spec.shape[0]) if spec.shape else spec.nbytes
-        self.write_rows(name, self._written // max(1, row_bytes), data)
+        self.write_rows(name, self._written // max(1, spec.row_nbytes), data)
         self._written += nbytes
         if self._written == spec.nbytes:
             self._position, self._written = self._position + 1, 0
@@ -159,21 +162,14 @@ class ShardedWriter:
             files.append(index_path)
         return files
 
-    def abort(self) -> None:
-        """Nothing is held open between writes; the caller removes the folder (`atomic_folder`)."""
-
 
 @contextmanager
 def finished_together(writers):
-    """Close every writer when the block succeeds (sequential `write`s complete); on any exception, abort them all."""
-    try:
-        yield writers
-        for writer in writers:
-            writer.close()
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
+    """Close every writer (each checks its sequential `write`s are complete) once the block succeeds. On an
+    exception nothing is closed: a writer holds no open file, and `atomic_folder` removes the folder."""
+    yield writers
+    for writer in writers:
+        writer.close()
 
 
 def save_state_dict(state: dict, folder, shard_size: int | None = None, metadata: dict | None = None) -> None:

@@ -9,7 +9,8 @@ twin), optionally DIR/predicted-S (the export of the current window) and scores.
 
 Stopping (--until-step, --max-updates, Ctrl-C or SIGTERM) never leaves a half-written output: the
 tables of one update are staged and renamed together with signals held off, an export is
-staged beside DIR/predicted-S and swapped in, and an interrupted Gram update writes nothing.
+built beside DIR/predicted-S and swapped in (`io.writer.atomic_folder`), and an interrupted Gram
+update writes nothing.
 """
 
 import math
@@ -163,10 +164,10 @@ def _update_row(live: LiveGram, update, options: WatchOptions, out: Path, rows: 
 
 
 def _export(fit: WindowFit, options: WatchOptions, out: Path) -> Path | None:
-    """Export the window's prediction for S beside DIR/predicted-S, then swap it in. None (with a
-    message) when window checkpoints were deleted since they were analysed."""
+    """Export the window's prediction for S to DIR/predicted-S, replacing the last one atomically (the export
+    is built beside it and swapped in, as every export is). None (with a message) when window checkpoints
+    were deleted since they were analysed."""
     from .. import export
-    from ..io.writer import _replace_folder
 
     run = fit.run_gram.run
     gone = [int(fit.run_gram.steps[position]) for position in fit.window_positions
@@ -176,11 +177,8 @@ def _export(fit: WindowFit, options: WatchOptions, out: Path) -> Path | None:
             f"{', '.join(map(str, gone))} are gone (deleted by the trainer); --retain keeps them", err=True)
         return None
     destination = out / f"predicted-{options.target_step}"
-    staged = out / f".predicted-{options.target_step}.next"
-    export.extrapolate(fit, [options.target_step], staged, force=True, progress=False, chunk_mb=options.chunk_mb,
-                       engine=options.engine, **options.export_options)
-    with _signals_held():
-        _replace_folder(staged, destination)
+    export.extrapolate(fit, [options.target_step], destination, force=True, progress=False,
+                       chunk_mb=options.chunk_mb, engine=options.engine, **options.export_options)
     return destination
 
 
