@@ -11,6 +11,7 @@ two concurrent passes never leave a cache that is trusted later.
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -93,6 +94,15 @@ def save(run_gram, cache_dir) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+def save_or_say(run_gram, cache_dir) -> None:
+    """`save`, and on an OSError (a full or read-only cache) one line on stderr: a cache that cannot be
+    written must not lose the analysis it would have kept."""
+    try:
+        save(run_gram, cache_dir)
+    except OSError as error:
+        print(f"relex: could not write the cache in {cache_dir} ({error.strerror or error})", file=sys.stderr)
 
 
 def _remove_stale_temporaries(cache_dir: Path) -> None:

@@ -376,10 +376,7 @@ def compute_gram(run: Run, *, cache_dir=None, use_cache: bool = True, chunk_mb: 
         else:
             result = run_gram_pass(layout, chunk_mb=chunk_mb, device=device, progress=progress, engine=engine)
     result.fingerprint = key
-    try:
-        cache.save(result, cache_dir)
-    except OSError as error:  # an unwritable cache must not lose the analysis
-        print(f"relex: could not write the cache in {cache_dir} ({error.strerror or error})", file=sys.stderr)
+    cache.save_or_say(result, cache_dir)
     return result
 
 

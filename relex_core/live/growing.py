@@ -12,7 +12,6 @@ trainer deleted keeps its Gram entries only until the next checkpoint arrives; t
 analysis (its products with the new checkpoint cannot be computed), with a note saying so.
 """
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +91,7 @@ class LiveGram:
         with open_layout(read_run) as layout:
             grown = grow_gram(previous, layout, engine=self.engine, chunk_mb=self.chunk_mb, progress=self.progress)
             grown.fingerprint = cache.fingerprint(layout)
-        self._save(grown)
+        cache.save_or_say(grown, self.cache_dir)
         return grown
 
     def _save_for_the_folder(self, run: Run, present: dict) -> None:
@@ -105,13 +104,8 @@ class LiveGram:
         with open_layout(run) as layout:
             folder_gram = self.run_gram.select(positions)
             folder_gram.fingerprint = cache.fingerprint(layout)
-        self._save(folder_gram)
+        cache.save_or_say(folder_gram, self.cache_dir)
 
-    def _save(self, run_gram: RunGram) -> None:
-        try:
-            cache.save(run_gram, self.cache_dir)
-        except OSError as error:  # an unwritable cache must not stop the watch
-            print(f"relex: could not write the cache in {self.cache_dir} ({error.strerror or error})", file=sys.stderr)
 
     def _retain(self, run: Run, present: dict) -> None:
         root = retain_root(self.cache_dir, run)
