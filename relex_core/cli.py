@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import RelexError
-from .io.discover import open_run
+from .io.discover import open_run, refuse_inside
 from .options import FIT_NAMES, parse_fit
 
 # torch, pandas and the maths are imported inside the commands that use them: the run's folder
@@ -338,12 +338,8 @@ def command_watch(args) -> None:
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise RelexError("output path is an existing file, not a folder", path=out)
-    for run_folder in args.run:
-        resolved = Path(run_folder).expanduser().resolve()
-        for path, what in ((out, "output folder"), (args.cache_dir, "cache folder")):
-            if path is not None and (Path(path).expanduser().resolve() == resolved
-                                     or resolved in Path(path).expanduser().resolve().parents):
-                raise RelexError(f"{what} must not be inside the run ({resolved})", path=path)
+    for path, what in ((out, "output folder"), (args.cache_dir, "cache folder")):
+        refuse_inside(path, args.run, what)  # the run may not be openable yet: its folders as given
     chosen = args.lm_eval or args.command or args.sample
     if args.evaluate and not chosen:
         raise RelexError("--evaluate needs a scorer: --lm-eval TASKS, --command CMD or --sample")

@@ -93,12 +93,19 @@ class Run:
 
     def refuse_inside(self, path, what: str) -> None:
         """Nothing is ever written inside the run's folder or its checkpoints: raise if `path` is there."""
-        if path is None:
-            return
-        target = Path(path).expanduser().resolve()
-        for root in self.roots():
-            if target == root or root in target.parents:
-                raise RelexError(f"{what} must not be inside the run's checkpoints ({root})", path=target)
+        refuse_inside(path, self.roots(), what)
+
+
+def refuse_inside(path, roots, what: str) -> None:
+    """Raise if `path` is one of the folders `roots` or lies below one (a run's folders: nothing of relex's
+    is ever written there); also for a run that cannot be opened yet (`relex watch` of a starting run)."""
+    if path is None:
+        return
+    target = Path(path).expanduser().resolve()
+    for root in roots:
+        root = Path(root).expanduser().resolve()
+        if target == root or root in target.parents:
+            raise RelexError(f"{what} must not be inside the run's checkpoints ({root})", path=target)
 
 
 # ------------------------------------------------------------------ one checkpoint folder
